@@ -1,0 +1,134 @@
+"""The contract between the scheduler and every probe kind.
+
+A kind is a class with:
+
+- ``Options``: a dataclass of the kind's own options (the block named after the
+  kind in the config).  Defaults live on the dataclass; ``check(target)`` returns
+  ``(key, message)`` pairs for semantic errors and compiles regexes or paths.
+- ``__init__(self, spec)``: takes a ``exporter.config.ProbeSpec`` whose
+  ``options`` attribute is an instance of ``Options``.
+- ``async def run(self) -> Result``: one run, no retries, no sleeping between
+  runs.  The scheduler measures latency and cuts the run at ``spec.timeout``.
+- optional ``preflight(spec) -> str | None`` (classmethod): an environment check
+  done at config-check time (privileges, optional dependencies).
+- optional ``shutdown()`` (classmethod): release process-wide resources when the
+  exporter stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, TypeVar
+
+# The fixed set of failure reasons (probewatch_probe_failure_info{reason}).
+REASONS = (
+    "timeout",
+    "refused",
+    "unreachable",
+    "unexpected_code",
+    "unexpected_response",
+    "auth",
+    "tls",
+    "error",
+)
+
+MESSAGE_LIMIT = 200
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One extra series a kind exports beside the common ones.
+
+    ``metric`` is the full metric name, ``labels`` are added to the probe's own
+    labels (probe, kind, target and the configured labels).
+    """
+
+    metric: str
+    value: float
+    help: str
+    labels: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass
+class Result:
+    """What one run of a probe saw."""
+
+    up: bool
+    code: int = -1
+    reason: str = ""
+    message: str = ""
+    readings: list[Reading] = field(default_factory=list)
+    # json kind: the numeric status level (OK=0 ... Critical=3); None elsewhere.
+    level: int | None = None
+    level_name: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.up:
+            self.reason = ""
+        elif self.reason not in REASONS:
+            self.reason = "error"
+
+    @classmethod
+    def ok(cls, code: int = 0, message: str = "", **kw: Any) -> Result:
+        return cls(up=True, code=code, message=message, **kw)
+
+    @classmethod
+    def fail(cls, reason: str, message: str, code: int = -1, **kw: Any) -> Result:
+        return cls(up=False, code=code, reason=reason, message=message, **kw)
+
+
+class ProbeKind(Protocol):
+    """The shape every kind class has (see the module docstring)."""
+
+    Options: ClassVar[type]
+
+    def __init__(self, spec: Any) -> None: ...
+
+    async def run(self) -> Result: ...
+
+
+def truncate(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    """Collapse white space runs to one space and cut to ``limit`` characters."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def unescape(text: str) -> str:
+    r"""Honour \r \n \t \\ \0 and \xNN escapes as written in a config file."""
+    out: list[str] = []
+    i = 0
+    simple = {"r": "\r", "n": "\n", "t": "\t", "\\": "\\", "0": "\0"}
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\" and i + 1 < len(text):
+            nxt = text[i + 1]
+            if nxt in simple:
+                out.append(simple[nxt])
+                i += 2
+                continue
+            if nxt == "x" and i + 3 < len(text) + 1:
+                try:
+                    out.append(chr(int(text[i + 2 : i + 4], 16)))
+                    i += 4
+                    continue
+                except ValueError:
+                    pass
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+# Blocking work (requests, pjsua2 hand-offs) runs here, not in the event loop's
+# small default executor, so many http probes do not queue behind six threads.
+_BLOCKING = concurrent.futures.ThreadPoolExecutor(max_workers=64, thread_name_prefix="probe")
+
+T = TypeVar("T")
+
+
+async def run_blocking(fn: Callable[..., T], *args: Any) -> T:
+    """Run a blocking call on the shared probe thread pool."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_BLOCKING, fn, *args)

@@ -1,0 +1,96 @@
+"""Helpers shared by the test suite: ports, required tools, processes, polling."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+T = TypeVar("T")
+
+
+def free_port(family: int = socket.AF_INET, kind: int = socket.SOCK_STREAM) -> int:
+    """A port the kernel just handed out (bind to port 0), released for the caller."""
+    host = "::1" if family == socket.AF_INET6 else "127.0.0.1"
+    with socket.socket(family, kind) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def missing(what: str) -> None:
+    """A needed component is absent: fail under CI, skip elsewhere, naming it."""
+    message = f"{what} is not available on this machine"
+    if IN_CI:
+        pytest.fail(message + " (CI must have it: .ci/run installs it)")
+    pytest.skip(message)
+
+
+def require_binary(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        missing(f"the program {name!r}")
+    return path  # type: ignore[return-value]
+
+
+def wait_for(check: Callable[[], T | None], timeout: float = 10.0, interval: float = 0.05,
+             what: str = "condition") -> T:
+    """Poll ``check`` until it returns something truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except Exception as exc:  # noqa: BLE001 - keep polling; report the last error
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+@contextmanager
+def process(argv: list[str], **kw: Any) -> Iterator[subprocess.Popen[str]]:
+    """Start a process in its own group; stop it (TERM, then KILL) by its PID."""
+    kw.setdefault("stdout", subprocess.PIPE)
+    kw.setdefault("stderr", subprocess.STDOUT)
+    kw.setdefault("text", True)
+    proc = subprocess.Popen(argv, start_new_session=True, **kw)
+    try:
+        yield proc
+    finally:
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen[Any], grace: float = 5.0) -> None:
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(grace)
+
+
+def probewatch_argv(*args: str) -> list[str]:
+    """Run the CLI from this checkout with the interpreter running the tests."""
+    return [sys.executable, "-m", "exporter.cli", *args]
