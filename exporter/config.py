@@ -206,6 +206,8 @@ def parse_probe(
     shared = build(Shared, shared_raw, problems, line=line)
     if shared is not None:
         if not shared.target:
+            shared.target = getattr(kind_cls, "default_target", "")
+        if not shared.target:
             problems.add(at("target"), "target", "is required")
         if shared.timeout >= shared.period:
             problems.add(

@@ -3,10 +3,15 @@
 Text: ``expect: "+OK POP3"`` is literal text the reply must contain;
 ``expect: {regex: "^220 .*ESMTP"}`` is a regular expression searched in the
 reply.  Both are compiled once, at config load.
+
+HTTP status codes: ``StatusSet`` reads codes, classes and ranges (``200-399``,
+``2xx``, ``[200, 204]``).  JSON: ``JsonExpectation`` checks one value named by a
+``JsonPath`` (``{path: "$.status", equals: true}``) and says which path held what.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,10 +26,18 @@ class RegexText:
 
     def check(self) -> list[tuple[str, str]]:
         try:
-            self.compiled = re.compile(self.regex)
-        except re.error as exc:
-            return [("regex", f"invalid regular expression {self.regex!r}: {exc}")]
+            self.compiled = compile_regex(self.regex)
+        except ValueError as exc:
+            return [("regex", str(exc))]
         return []
+
+
+def compile_regex(pattern: str) -> re.Pattern[str]:
+    """Compile a configured regex; raise ValueError with a message fit for a user."""
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from None
 
 
 TextExpectation = str | RegexText
@@ -58,3 +71,250 @@ def shown(text: Any, limit: int = 80) -> str:
     """A short repr of what a peer sent, for failure messages."""
     out = repr(text)
     return out if len(out) <= limit else out[: limit - 4] + "...'"
+
+
+# --- HTTP status-code sets --------------------------------------------------
+
+# The option type: ``200``, ``"2xx"``, ``"200-399"``, ``"200, 204"`` or a list of those.
+StatusCodes = int | str | list[int | str]
+
+_CLASS_RE = re.compile(r"^([1-5])xx$", re.IGNORECASE)
+_RANGE_RE = re.compile(r"^(\d{3})\s*-\s*(\d{3})$")
+
+
+@dataclass(frozen=True)
+class StatusSet:
+    """A set of HTTP status codes built from codes, classes (2xx) and ranges (200-399)."""
+
+    ranges: tuple[tuple[int, int], ...]
+    text: str
+
+    def __contains__(self, code: object) -> bool:
+        return isinstance(code, int) and any(lo <= code <= hi for lo, hi in self.ranges)
+
+    @classmethod
+    def parse(cls, value: StatusCodes) -> StatusSet:
+        """Build the set; raise ValueError with a message fit for a user."""
+        items = value if isinstance(value, list) else [value]
+        parts: list[str] = []
+        for item in items:
+            parts.extend(p.strip() for p in str(item).split(","))
+        if not any(parts):
+            raise ValueError("must name at least one status code, class (2xx) or range (200-399)")
+        ranges = []
+        for part in parts:
+            ranges.append(_status_range(part))
+        return cls(tuple(ranges), ", ".join(parts))
+
+
+def _status_range(part: str) -> tuple[int, int]:
+    if m := _CLASS_RE.match(part):
+        digit = int(m.group(1))
+        return digit * 100, digit * 100 + 99
+    if m := _RANGE_RE.match(part):
+        lo, hi = int(m.group(1)), int(m.group(2))
+    elif part.isdigit():
+        lo = hi = int(part)
+    else:
+        raise ValueError(f"{part!r} is not a status code (200), class (2xx) or range (200-399)")
+    for code in (lo, hi):
+        if not 100 <= code <= 599:
+            raise ValueError(f"{code} is not an HTTP status code (100-599)")
+    if lo > hi:
+        raise ValueError(f"range {part!r} runs backwards")
+    return lo, hi
+
+
+# --- JSON paths ----------------------------------------------------------------
+
+_NAME_RE = re.compile(r"[^.\[\]\s'\"]+")
+_INDEX_RE = re.compile(r"\[\s*(-?\d+)\s*\]")
+_QUOTED_RE = re.compile(r"""\[\s*(?:'((?:[^'\\]|\\.)*)'|"((?:[^"\\]|\\.)*)")\s*\]""")
+
+
+class JsonPath:
+    """A path into a JSON document: ``$.status``, ``$.checks[0].state``, ``$['a.b']``.
+
+    The leading ``$.`` may be left out (``status`` is ``$.status``).  Names
+    follow dots, list indexes (negative from the end) and quoted names go in
+    brackets.  Wildcards, filters and recursive descent are not part of the
+    language: a path names one value.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.steps = _parse_path(text)
+
+    def find(self, doc: Any) -> tuple[bool, Any]:
+        """(True, value) when the path exists in ``doc``, else (False, None)."""
+        node = doc
+        for step in self.steps:
+            if isinstance(step, int):
+                if not isinstance(node, list) or not -len(node) <= step < len(node):
+                    return False, None
+                node = node[step]
+            else:
+                if not isinstance(node, dict) or step not in node:
+                    return False, None
+                node = node[step]
+        return True, node
+
+    def __repr__(self) -> str:
+        return f"JsonPath({self.text!r})"
+
+
+def _parse_path(text: str) -> list[str | int]:
+    src = text.strip()
+    if not src:
+        raise ValueError("invalid JSON path '': it is empty")
+    if src.startswith("$"):
+        pos = 1
+    else:
+        src, pos = "$." + src, 1
+    steps: list[str | int] = []
+
+    def bad(why: str) -> ValueError:
+        return ValueError(f"invalid JSON path {text!r}: {why}")
+
+    while pos < len(src):
+        ch = src[pos]
+        if ch == ".":
+            if src.startswith("..", pos):
+                raise bad("recursive descent (..) is not supported")
+            m = _NAME_RE.match(src, pos + 1)
+            if not m:
+                raise bad(f"expected a field name after '.' at position {pos}")
+            if m.group() == "*":
+                raise bad("wildcards (*) are not supported; a path names one value")
+            steps.append(m.group())
+            pos = m.end()
+        elif ch == "[":
+            if m := _INDEX_RE.match(src, pos):
+                steps.append(int(m.group(1)))
+            elif m := _QUOTED_RE.match(src, pos):
+                raw = m.group(1) if m.group(1) is not None else m.group(2)
+                steps.append(re.sub(r"\\(.)", r"\1", raw))
+            else:
+                raise bad(f"expected [N] or ['name'] at position {pos}")
+            pos = m.end()
+        else:
+            raise bad(f"unexpected {ch!r} at position {pos}")
+    return steps
+
+
+# --- JSON expectations ---------------------------------------------------------
+
+
+@dataclass
+class JsonExpectation:
+    """One check on a JSON reply: ``{path: "$.status", equals: true}``.
+
+    With only ``path`` the value must exist.  ``equals`` / ``not_equals``
+    compare JSON values strictly (true is not 1, "1" is not 1); ``regex`` is
+    searched in the value's text; ``min`` / ``max`` bound a number;
+    ``exists: false`` asks for the path to be absent.
+    """
+
+    path: str
+    equals: Any = None
+    not_equals: Any = None
+    regex: str = ""
+    min: float | None = None
+    max: float | None = None
+    exists: bool = True
+    compiled_path: JsonPath | None = field(default=None, init=False, repr=False, compare=False)
+    compiled_regex: re.Pattern[str] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+
+    def check(self) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        try:
+            self.compiled_path = JsonPath(self.path)
+        except ValueError as exc:
+            out.append(("path", str(exc)))
+        if self.regex:
+            try:
+                self.compiled_regex = compile_regex(self.regex)
+            except ValueError as exc:
+                out.append(("regex", str(exc)))
+        compares = [
+            k for k in ("equals", "not_equals", "min", "max") if getattr(self, k) is not None
+        ]
+        if self.regex:
+            compares.append("regex")
+        if not self.exists and compares:
+            out.append(("exists", f"false cannot be combined with {', '.join(compares)}"))
+        if self.min is not None and self.max is not None and self.min > self.max:
+            out.append(("min", f"{self.min:g} is greater than max ({self.max:g})"))
+        return out
+
+    def failure(self, doc: Any) -> str:
+        """Why ``doc`` does not meet this expectation; empty when it does."""
+        path = self.compiled_path or JsonPath(self.path)
+        found, value = path.find(doc)
+        where = self.path
+        if not self.exists:
+            return f"{where} is {as_json(value)}, expected it to be absent" if found else ""
+        if not found:
+            return f"{where} is missing"
+        held = f"{where} is {as_json(value)}"
+        if self.equals is not None and not same_json(value, self.equals):
+            return f"{held}, expected {as_json(self.equals)}"
+        if self.not_equals is not None and same_json(value, self.not_equals):
+            return f"{held}, expected anything but {as_json(self.not_equals)}"
+        if self.regex:
+            pattern = self.compiled_regex or re.compile(self.regex)
+            text = value if isinstance(value, str) else json.dumps(value)
+            if not pattern.search(text):
+                return f"{held}, expected to match regex {self.regex!r}"
+        if self.min is not None or self.max is not None:
+            if not is_number(value):
+                return f"{held}, expected a number"
+            if self.min is not None and value < self.min:
+                return f"{held}, expected at least {self.min:g}"
+            if self.max is not None and value > self.max:
+                return f"{held}, expected at most {self.max:g}"
+        return ""
+
+
+def json_failures(expectations: list[JsonExpectation], doc: Any) -> list[str]:
+    """Every unmet expectation, each saying which path held what."""
+    return [msg for exp in expectations if (msg := exp.failure(doc))]
+
+
+def load_json(data: bytes | str, what: str = "body") -> Any:
+    """Parse a JSON reply; raise ValueError saying why it is not JSON and what came."""
+    text = decode_reply(data) if isinstance(data, bytes) else data
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"{what} is not JSON ({exc.msg} at line {exc.lineno} column {exc.colno}): {shown(text)}"
+        ) from None
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def same_json(a: Any, b: Any) -> bool:
+    """JSON equality: booleans equal only booleans, 1 equals 1.0, containers compare deeply."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    if is_number(a) and is_number(b):
+        return bool(a == b)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_json(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same_json(x, y) for x, y in zip(a, b, strict=True))
+    return type(a) is type(b) and a == b
+
+
+def as_json(value: Any, limit: int = 60) -> str:
+    """A value as JSON text, shortened, for failure messages."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,275 @@
+"""The probewatch command: serve, check, probe, kinds, agent."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import inspect
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Sequence
+
+from probes.registry import KindUnavailable, get_kind, kind_names, loaded_kinds
+
+from . import __version__, logs
+from .config import ConfigError, load_config
+from .durations import parse_duration
+from .exposition import samples_of
+from .http import HttpServer, Router, parse_listen_address
+from .options import describe_options
+from .scheduler import run_probe
+from .service import Exporter
+from .sharding import Shard, ordinal_from_hostname, parse_shard
+from .state import ProbeState
+
+DEFAULT_PORT = 9637
+DEFAULT_CONFIG = "probewatch.yml"
+
+log = logging.getLogger("probewatch")
+
+
+def _duration_arg(text: str) -> float:
+    if text.strip() in ("0", "0s"):
+        return 0.0
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _shard_arg(text: str) -> str:
+    if text.startswith("/"):
+        return text
+    try:
+        parse_shard(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _listen_arg(text: str) -> tuple[str, int]:
+    try:
+        return parse_listen_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="probewatch", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"probewatch {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def config_flag(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config.file", dest="config_file", default=DEFAULT_CONFIG,
+                       help=f"probe config (YAML); default {DEFAULT_CONFIG}")
+
+    def log_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--log.level", dest="log_level", default="info", choices=logs.LEVELS)
+        p.add_argument("--log.file", dest="log_file", default="",
+                       help="log to this file instead of stderr (falls back to stderr if it cannot be opened)")
+
+    serve = sub.add_parser("serve", help="run the probes and serve /metrics")
+    config_flag(serve)
+    serve.add_argument("--web.listen-address", dest="listen", type=_listen_arg,
+                       default=("", DEFAULT_PORT), metavar="HOST:PORT",
+                       help=f"where to serve /metrics; default :{DEFAULT_PORT}")
+    serve.add_argument("--config.watch-interval", dest="watch_interval", type=_duration_arg,
+                       default=5.0, metavar="DURATION",
+                       help="reload when the config file changes, checked this often; 0 turns it off")
+    serve.add_argument("--shard", type=_shard_arg, default="0/1", metavar="i/N",
+                       help="run only probes whose name hashes to shard i of N")
+    serve.add_argument("--shard-from-hostname", action="store_true",
+                       help="take i from the trailing ordinal of the host name (StatefulSet pods); "
+                            "N from --shard=/N or PROBEWATCH_SHARDS")
+    log_flags(serve)
+
+    check = sub.add_parser("check", help="check a config file; exit 0 when valid, 2 when not")
+    config_flag(check)
+
+    probe = sub.add_parser("probe", help="run one probe once, now, and print what it saw")
+    probe.add_argument("name", help="the probe's name in the config")
+    config_flag(probe)
+    log_flags(probe)
+
+    sub.add_parser("kinds", help="list probe kinds with their options")
+
+    agent = sub.add_parser("agent", help="answer signed udp probes with local diagnostics")
+    try:
+        from .agent import add_arguments as agent_arguments
+    except ImportError:
+        agent_arguments = None
+    if agent_arguments is not None:
+        agent_arguments(agent)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return cmd_serve(args)
+        if args.command == "check":
+            return cmd_check(args)
+        if args.command == "probe":
+            return cmd_probe(args)
+        if args.command == "kinds":
+            return cmd_kinds()
+        if args.command == "agent":
+            from .agent import run as agent_run
+
+            return int(agent_run(args))
+    except KeyboardInterrupt:
+        return 130
+    return 2
+
+
+def _report(exc: ConfigError) -> int:
+    for problem in exc.problems:
+        print(problem, file=sys.stderr)
+    print(f"{len(exc.problems)} problem(s) found", file=sys.stderr)
+    return 2
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config_file)
+    except ConfigError as exc:
+        return _report(exc)
+    active = sum(1 for p in config.probes if p.active)
+    print(f"{args.config_file}: OK, {len(config.probes)} probes ({active} active)")
+    return 0
+
+
+def _resolve_shard(args: argparse.Namespace) -> Shard:
+    text = args.shard
+    if args.shard_from_hostname:
+        count = text[1:] if text.startswith("/") else os.environ.get("PROBEWATCH_SHARDS", "")
+        if not count and "/" in text:
+            count = text.split("/")[1]
+        index = ordinal_from_hostname(os.environ.get("HOSTNAME") or socket.gethostname())
+        text = f"{index}/{count or 1}"
+    elif text.startswith("/"):
+        text = "0" + text
+    return parse_shard(text)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    logs.setup(args.log_level, args.log_file or None)
+    try:
+        shard = _resolve_shard(args)
+    except ValueError as exc:
+        print(f"probewatch: --shard: {exc}", file=sys.stderr)
+        return 2
+    exporter = Exporter(args.config_file, shard)
+    router = Router()
+    exporter.add_routes(router)
+    try:
+        from .status import attach as attach_status
+    except ImportError:
+        attach_status = None
+    if attach_status is not None:
+        attach_status(exporter, router)
+    host, port = args.listen
+    try:
+        server = HttpServer(router, host, port)
+    except OSError as exc:
+        print(f"probewatch: --web.listen-address {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    try:
+        exporter.start()
+    except ConfigError as exc:
+        server.stop()
+        return _report(exc)
+    server.start()
+    if args.watch_interval > 0:
+        exporter.watch(args.watch_interval)
+    log.info("probewatch started", extra={"address": f"{host or '0.0.0.0'}:{server.port}",
+                                          "probes": len(exporter.scheduler.states()),
+                                          "shard": str(shard), "version": __version__})
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=exporter.reload).start())
+    while not done.wait(1.0):
+        pass
+    log.info("probewatch stopping")
+    server.stop()
+    exporter.stop()
+    return 0
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    logs.setup(args.log_level, args.log_file or None)
+    try:
+        config = load_config(args.config_file)
+    except ConfigError as exc:
+        return _report(exc)
+    spec = config.by_name().get(args.name)
+    if spec is None:
+        names = ", ".join(sorted(config.by_name())) or "none"
+        print(f"probewatch: no probe named {args.name!r} in {args.config_file} (probes: {names})",
+              file=sys.stderr)
+        return 2
+    spec_active = spec if spec.active else _activated(spec)
+
+    async def once() -> tuple[object, float, float]:
+        probe = get_kind(spec.kind)(spec_active)
+        return await run_probe(probe, spec_active)
+
+    try:
+        result, latency, started = asyncio.run(once())
+    finally:
+        for kind in loaded_kinds():
+            shutdown = getattr(kind, "shutdown", None)
+            if callable(shutdown):
+                shutdown()
+    state = ProbeState(spec_active)
+    state.record(result, latency, started)  # type: ignore[arg-type]
+    last = state.last
+    assert last is not None
+    print(f"probe:   {spec.name} ({spec.kind} {spec.target})" + ("" if spec.active else " [inactive]"))
+    print(f"result:  {'up' if last.up else 'down'}")
+    print(f"code:    {last.code}")
+    print(f"latency: {latency:.6f}s")
+    if not last.up:
+        print(f"reason:  {last.reason}")
+    print(f"message: {last.message}")
+    print("samples:")
+    for line in samples_of(state):
+        print(f"  {line}")
+    return 0 if last.up else 1
+
+
+def _activated(spec: object) -> object:
+    import dataclasses
+
+    return dataclasses.replace(spec, active=True)  # type: ignore[type-var]
+
+
+def cmd_kinds() -> int:
+    for name in kind_names():
+        print(f"{name}")
+        try:
+            cls = get_kind(name)
+        except KindUnavailable as exc:
+            print(f"    unavailable: {exc}\n")
+            continue
+        doc = inspect.cleandoc(cls.__doc__ or "").splitlines()
+        for line in doc:
+            print(f"    {line}".rstrip())
+        rows = describe_options(cls.Options)
+        if rows:
+            print(f"    options ({name}: block):")
+            width = max(len(r[0]) for r in rows)
+            for key, typ, default in rows:
+                print(f"      {key:<{width}}  {typ}; default {default}")
+        print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

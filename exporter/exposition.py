@@ -1,0 +1,178 @@
+"""Rendering probe state as Prometheus text (0.0.4) or OpenMetrics 1.0.
+
+Each probe's sample lines are rendered once per run (``render_probe``) and
+cached on its state; a scrape only groups the cached lines by family and adds
+headers.  The exporter's own series come from prometheus_client's registry and
+are appended by exporter.server.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .config import ProbeSpec
+    from .state import ProbeState
+
+# (name, type, help).  Counters are named without _total here; samples add it.
+FAMILIES: tuple[tuple[str, str, str], ...] = (
+    ("probewatch_probe_up", "gauge", "1 if the last run of the probe succeeded, else 0."),
+    ("probewatch_probe_latency_seconds", "gauge", "Duration of the last run."),
+    ("probewatch_probe_return_code", "gauge",
+     "The kind's own code of the last run (exit code, HTTP or SIP status); -1 when none."),
+    ("probewatch_probe_runs", "counter", "Runs finished."),
+    ("probewatch_probe_failures", "counter", "Runs that failed."),
+    ("probewatch_probe_skipped", "counter",
+     "Runs not started because the previous run of the probe was still going."),
+    ("probewatch_probe_duration_seconds", "histogram", "Durations of runs."),
+    ("probewatch_probe_last_run_timestamp_seconds", "gauge", "Unix time the last run ended."),
+    ("probewatch_probe_consecutive_failures", "gauge", "Failed runs in a row."),
+    ("probewatch_probe_consecutive_successes", "gauge", "Successful runs in a row."),
+    ("probewatch_probe_failure_threshold", "gauge",
+     "The probe's failures setting: failures within the alert window that fire an alert."),
+    ("probewatch_probe_period_seconds", "gauge", "How often the probe runs."),
+    ("probewatch_probe_failure", "info",
+     "Present with reason and message while the probe is failing."),
+)
+INDEX = {name: i for i, (name, _, _) in enumerate(FAMILIES)}
+
+
+def escape(value: str) -> str:
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+
+def fmt(value: float) -> str:
+    if isinstance(value, int) or (value.is_integer() and abs(value) < 1e15):
+        return str(int(value))
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if math.isnan(value):
+        return "NaN"
+    return repr(value)
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    """A probe's labels, escaped once: ``probe="web",kind="tcp",target="...",group="x"``."""
+
+    text: str
+
+    @classmethod
+    def for_spec(cls, spec: ProbeSpec) -> LabelSet:
+        pairs = [("probe", spec.name), ("kind", spec.kind), ("target", spec.target), *spec.labels]
+        return cls(",".join(f'{k}="{escape(v)}"' for k, v in pairs))
+
+
+@dataclass(frozen=True)
+class ProbeLines:
+    fixed: tuple[str, ...]  # one string per FAMILIES entry ("" when absent)
+    extra: dict[str, tuple[str, str]]  # metric name -> (help, lines)
+
+
+def render_probe(state: ProbeState) -> ProbeLines:
+    from .state import DURATION_BUCKETS
+
+    spec = state.spec
+    lab = state.labels.text
+    out = [""] * len(FAMILIES)
+    extra: dict[str, tuple[str, str]] = {}
+    if spec.active:
+        out[INDEX["probewatch_probe_runs"]] = f"probewatch_probe_runs_total{{{lab}}} {state.runs_total}\n"
+        out[INDEX["probewatch_probe_failures"]] = (
+            f"probewatch_probe_failures_total{{{lab}}} {state.failures_total}\n"
+        )
+        out[INDEX["probewatch_probe_skipped"]] = (
+            f"probewatch_probe_skipped_total{{{lab}}} {state.skipped_total}\n"
+        )
+        out[INDEX["probewatch_probe_failure_threshold"]] = (
+            f"probewatch_probe_failure_threshold{{{lab}}} {spec.failures}\n"
+        )
+        out[INDEX["probewatch_probe_period_seconds"]] = (
+            f"probewatch_probe_period_seconds{{{lab}}} {fmt(spec.period)}\n"
+        )
+        cumulative, buckets = 0, []
+        for bound, count in zip((*DURATION_BUCKETS, math.inf), state.bucket_counts, strict=True):
+            cumulative += count
+            le = "+Inf" if math.isinf(bound) else repr(bound)
+            buckets.append(f'probewatch_probe_duration_seconds_bucket{{{lab},le="{le}"}} {cumulative}\n')
+        buckets.append(f"probewatch_probe_duration_seconds_count{{{lab}}} {cumulative}\n")
+        buckets.append(f"probewatch_probe_duration_seconds_sum{{{lab}}} {fmt(state.duration_sum)}\n")
+        out[INDEX["probewatch_probe_duration_seconds"]] = "".join(buckets)
+    last = state.last
+    if spec.active and last is not None:
+        out[INDEX["probewatch_probe_up"]] = f"probewatch_probe_up{{{lab}}} {int(last.up)}\n"
+        out[INDEX["probewatch_probe_latency_seconds"]] = (
+            f"probewatch_probe_latency_seconds{{{lab}}} {fmt(state.last_latency)}\n"
+        )
+        out[INDEX["probewatch_probe_return_code"]] = (
+            f"probewatch_probe_return_code{{{lab}}} {last.code}\n"
+        )
+        out[INDEX["probewatch_probe_last_run_timestamp_seconds"]] = (
+            f"probewatch_probe_last_run_timestamp_seconds{{{lab}}} {fmt(state.last_run_at)}\n"
+        )
+        out[INDEX["probewatch_probe_consecutive_failures"]] = (
+            f"probewatch_probe_consecutive_failures{{{lab}}} {state.consecutive_failures}\n"
+        )
+        out[INDEX["probewatch_probe_consecutive_successes"]] = (
+            f"probewatch_probe_consecutive_successes{{{lab}}} {state.consecutive_successes}\n"
+        )
+        if not last.up:
+            out[INDEX["probewatch_probe_failure"]] = (
+                f'probewatch_probe_failure_info{{{lab},reason="{escape(last.reason)}",'
+                f'message="{escape(last.message)}"}} 1\n'
+            )
+        for reading in last.readings:
+            more = "".join(f',{k}="{escape(v)}"' for k, v in reading.labels)
+            line = f"{reading.metric}{{{lab}{more}}} {fmt(reading.value)}\n"
+            help_text, lines = extra.get(reading.metric, (reading.help, ""))
+            extra[reading.metric] = (help_text, lines + line)
+    return ProbeLines(tuple(out), extra)
+
+
+def _header(name: str, typ: str, help_text: str, openmetrics: bool) -> str:
+    if openmetrics:
+        return f"# HELP {name} {help_text}\n# TYPE {name} {typ}\n"
+    if typ == "counter":
+        name += "_total"
+    elif typ == "info":
+        name, typ = name + "_info", "gauge"
+    return f"# HELP {name} {help_text}\n# TYPE {name} {typ}\n"
+
+
+def render_probes(states: Iterable[ProbeState], openmetrics: bool = False) -> str:
+    """All probe families, grouped, with headers; no trailing # EOF."""
+    lines = [s.lines for s in states]
+    parts: list[str] = []
+    for i, (name, typ, help_text) in enumerate(FAMILIES):
+        body = "".join([pl.fixed[i] for pl in lines])
+        if body:
+            parts.append(_header(name, typ, help_text, openmetrics))
+            parts.append(body)
+    extras: dict[str, tuple[str, list[str]]] = {}
+    for pl in lines:
+        for metric, (help_text, text) in pl.extra.items():
+            extras.setdefault(metric, (help_text, []))[1].append(text)
+    for metric in sorted(extras):
+        help_text, texts = extras[metric]
+        parts.append(_header(metric, "gauge", help_text, openmetrics))
+        parts.append("".join(texts))
+    return "".join(parts)
+
+
+def merge_own(probe_text: str, own: bytes, openmetrics: bool) -> bytes:
+    """Append the exporter's own families (prometheus_client output) to the probe text."""
+    if openmetrics and own.endswith(b"# EOF\n"):
+        own = own[: -len(b"# EOF\n")]
+    body = probe_text.encode("utf-8") + own
+    return body + b"# EOF\n" if openmetrics else body
+
+
+def samples_of(state: ProbeState) -> list[str]:
+    """The sample lines one probe exports (for `probewatch probe`)."""
+    out: list[Any] = [line for chunk in state.lines.fixed for line in chunk.splitlines()]
+    for _, text in state.lines.extra.values():
+        out.extend(text.splitlines())
+    return out

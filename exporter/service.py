@@ -1,0 +1,137 @@
+"""The running exporter: config, scheduler, reloads and the core HTTP routes."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from .config import Config, ConfigError, ProbeSpec, load_config
+from .exposition import merge_own, render_probes
+from .http import Request, Response, Router
+from .scheduler import Scheduler
+from .sharding import Shard
+from .state import ProbeState
+from .telemetry import Telemetry
+
+log = logging.getLogger("probewatch")
+
+OPENMETRICS_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+TEXT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class Exporter:
+    """Owns the loaded config and the scheduler; reloads replace the probe set atomically."""
+
+    def __init__(self, config_path: str, shard: Shard | None = None) -> None:
+        self.config_path = config_path
+        self.shard = shard or Shard()
+        self.telemetry = Telemetry()
+        self.telemetry.shard.info({"shard": str(self.shard.index), "shards": str(self.shard.count)})
+        self.scheduler = Scheduler(self.telemetry, on_change=self._changed)
+        self.config: Config | None = None
+        self.ready = False
+        self._lock = threading.Lock()
+        self._file_digest = ""
+        self._stop = threading.Event()
+        # Other sources of probes (the status API's registered probes) plug in here.
+        self.extra_probes: Callable[[], list[ProbeSpec]] = list
+        self.change_listeners: list[Callable[[ProbeState], None]] = []
+
+    # -- loading -------------------------------------------------------------
+    def start(self) -> None:
+        """Load the config (raising ConfigError) and start running probes."""
+        config = load_config(self.config_path)
+        self.scheduler.start()
+        with self._lock:
+            self._install(config)
+        self.ready = True
+
+    def reload(self) -> list[str]:
+        """Re-read the config file; return its problems (empty on success)."""
+        with self._lock:
+            try:
+                config = load_config(self.config_path)
+            except ConfigError as exc:
+                self.telemetry.reload_ok.set(0)
+                for problem in exc.problems:
+                    log.error("config reload failed", extra={"problem": str(problem)})
+                return [str(p) for p in exc.problems]
+            self._install(config)
+            log.info("config reloaded", extra={"probes": len(config.probes)})
+            return []
+
+    def _install(self, config: Config) -> None:
+        self.config = config
+        self._file_digest = _digest(self.config_path)
+        self.apply()
+        self.telemetry.reload_ok.set(1)
+        self.telemetry.reload_ok_at.set(time.time())
+
+    def apply(self) -> None:
+        """Hand the scheduler every probe of this shard: the file's, then the others'."""
+        assert self.config is not None
+        specs = {p.name: p for p in self.config.probes}
+        for spec in self.extra_probes():
+            specs.setdefault(spec.name, spec)
+        self.scheduler.apply([s for s in specs.values() if self.shard.owns(s.name)])
+
+    def _changed(self, state: ProbeState) -> None:
+        for listener in self.change_listeners:
+            listener(state)
+
+    # -- watching ------------------------------------------------------------
+    def watch(self, interval: float) -> None:
+        """Reload when the config file's content changes (ConfigMap updates included)."""
+        def loop() -> None:
+            while not self._stop.wait(interval):
+                digest = _digest(self.config_path)
+                if digest and digest != self._file_digest:
+                    log.info("config file changed", extra={"file": self.config_path})
+                    self.reload()
+                    self._file_digest = digest
+        threading.Thread(target=loop, name="config-watch", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.ready = False
+        self.scheduler.stop()
+
+    # -- HTTP ----------------------------------------------------------------
+    def metrics(self, openmetrics: bool) -> bytes:
+        text = render_probes(self.scheduler.states(), openmetrics)
+        return merge_own(text, self.telemetry.render(openmetrics), openmetrics)
+
+    def add_routes(self, router: Router) -> None:
+        router.add("GET", "/metrics", self._get_metrics)
+        router.add("GET", "/-/healthy", lambda r: Response.text("probewatch is healthy\n"))
+        router.add("GET", "/-/ready", self._get_ready)
+        router.add("POST", "/-/reload", self._post_reload)
+        router.add("PUT", "/-/reload", self._post_reload)
+
+    def _get_metrics(self, request: Request) -> Response:
+        openmetrics = "application/openmetrics-text" in (request.headers.get("Accept") or "")
+        body = self.metrics(openmetrics)
+        return Response(200, body, OPENMETRICS_TYPE if openmetrics else TEXT_TYPE)
+
+    def _get_ready(self, request: Request) -> Response:
+        if self.ready:
+            return Response.text("probewatch is ready\n")
+        return Response.text("probewatch is not ready\n", 503)
+
+    def _post_reload(self, request: Request) -> Response:
+        problems = self.reload()
+        if problems:
+            return Response.text("config not reloaded; the old config keeps running:\n"
+                                 + "\n".join(problems) + "\n", 400)
+        return Response.text("config reloaded\n")
+
+
+def _digest(path: str) -> str:
+    try:
+        with open(path, "rb") as fh:
+            return hashlib.sha256(fh.read()).hexdigest()
+    except OSError:
+        return ""

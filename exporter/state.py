@@ -1,0 +1,100 @@
+"""Live state of each probe: last result, counters, histogram, recent runs.
+
+The scheduler writes a ProbeState after every run (in the event loop thread);
+HTTP handlers only read it.  After each run the state re-renders its exposition
+lines once, so a scrape of 10,000 probes joins cached strings instead of
+formatting a quarter of a million samples.
+"""
+
+from __future__ import annotations
+
+import bisect
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from probes.base import Result, truncate
+
+from .config import ProbeSpec
+from .exposition import LabelSet, ProbeLines, render_probe
+
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+RECENT_RUNS = 100
+
+
+@dataclass(frozen=True)
+class Run:
+    """One finished run, kept for the status API and page."""
+
+    started: float  # Unix time
+    latency: float
+    up: bool
+    code: int
+    reason: str
+    message: str
+    level_name: str | None = None
+
+
+class ProbeState:
+    def __init__(self, spec: ProbeSpec) -> None:
+        self.spec = spec
+        self.labels = LabelSet.for_spec(spec)
+        self.runs_total = 0
+        self.failures_total = 0
+        self.skipped_total = 0
+        self.consecutive_failures = 0
+        self.consecutive_successes = 0
+        self.bucket_counts = [0] * (len(DURATION_BUCKETS) + 1)
+        self.duration_sum = 0.0
+        self.last: Result | None = None
+        self.last_latency = 0.0
+        self.last_run_at = 0.0  # Unix time the last run ended
+        self.last_change_at = 0.0  # Unix time of the last up/down change
+        self.next_run_at = 0.0  # Unix time of the next scheduled start
+        self.created_at = time.time()
+        self.recent: deque[Run] = deque(maxlen=RECENT_RUNS)
+        self.lines: ProbeLines = render_probe(self)
+
+    @property
+    def up(self) -> bool | None:
+        return None if self.last is None else self.last.up
+
+    def record(self, result: Result, latency: float, started: float) -> bool:
+        """Store a finished run; return True when up/down changed."""
+        result.message = truncate(result.message)
+        changed = self.last is not None and self.last.up != result.up
+        if self.last is None or changed:
+            self.last_change_at = started + latency
+        self.runs_total += 1
+        if result.up:
+            self.consecutive_successes += 1
+            self.consecutive_failures = 0
+        else:
+            self.failures_total += 1
+            self.consecutive_failures += 1
+            self.consecutive_successes = 0
+        self.bucket_counts[bisect.bisect_left(DURATION_BUCKETS, latency)] += 1
+        self.duration_sum += latency
+        self.last = result
+        self.last_latency = latency
+        self.last_run_at = started + latency
+        self.recent.append(
+            Run(started, latency, result.up, result.code, result.reason, result.message,
+                result.level_name)
+        )
+        self.lines = render_probe(self)
+        return changed or (self.runs_total == 1 and not result.up)
+
+    def skipped(self) -> None:
+        self.skipped_total += 1
+        self.lines = render_probe(self)
+
+    def adopt_counters(self, old: ProbeState) -> None:
+        """Carry counters and history across a reload that kept the definition."""
+        for attr in ("runs_total", "failures_total", "skipped_total", "consecutive_failures",
+                     "consecutive_successes", "duration_sum", "last", "last_latency",
+                     "last_run_at", "last_change_at", "next_run_at", "created_at"):
+            setattr(self, attr, getattr(old, attr))
+        self.bucket_counts = list(old.bucket_counts)
+        self.recent = deque(old.recent, maxlen=RECENT_RUNS)
+        self.lines = render_probe(self)

@@ -1,0 +1,44 @@
+"""The exporter's own series, kept in a prometheus_client registry."""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Gauge,
+    Histogram,
+    Info,
+)
+from prometheus_client.exposition import generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+
+from . import __version__
+
+LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Telemetry:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            self.registry.register(collector)
+        r = self.registry
+        self.reload_ok = Gauge(
+            "probewatch_config_last_reload_successful",
+            "1 if the last configuration load succeeded.", registry=r)
+        self.reload_ok_at = Gauge(
+            "probewatch_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful configuration load.", registry=r)
+        self.lag = Histogram(
+            "probewatch_scheduler_lag_seconds",
+            "How late probe runs started against their schedule.", buckets=LAG_BUCKETS, registry=r)
+        self.probes = Gauge(
+            "probewatch_probes", "Configured probes by state.", ["state"], registry=r)
+        self.shard = Info("probewatch_shard", "Which shard of the probes this exporter runs.", registry=r)
+        self.shard.info({"shard": "0", "shards": "1"})
+        Info("probewatch_build", "probewatch version.", registry=r).info({"version": __version__})
+
+    def render(self, openmetrics: bool) -> bytes:
+        return generate_openmetrics(self.registry) if openmetrics else generate_latest(self.registry)

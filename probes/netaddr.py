@@ -1,0 +1,35 @@
+"""Parsing ``host:port`` targets (IPv6 as ``[addr]:port``)."""
+
+from __future__ import annotations
+
+import ipaddress
+
+
+def split_host_port(target: str) -> tuple[str, int]:
+    """Return (host, port); raise ValueError with a message fit for a config error."""
+    if target.startswith("["):
+        host, sep, rest = target[1:].partition("]")
+        if not sep or not rest.startswith(":"):
+            raise ValueError(f"{target!r} is not [ADDRESS]:PORT")
+        port_text = rest[1:]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{host!r} in {target!r} is not an IPv6 address") from None
+    else:
+        host, sep, port_text = target.rpartition(":")
+        if not sep or not host:
+            raise ValueError(f"{target!r} is not HOST:PORT (IPv6 as [ADDRESS]:PORT)")
+        if ":" in host:
+            raise ValueError(f"{target!r}: write an IPv6 address in brackets, as [{host}]:{port_text}")
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"port {port_text!r} in {target!r} is not a number from 1 to 65535")
+    return host, int(port_text)
+
+
+def is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True

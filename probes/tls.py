@@ -1,0 +1,122 @@
+"""TLS client options shared by the kinds that speak TLS (http, json; tcp may follow).
+
+``TlsOptions`` is the ``tls:`` block of a kind's options; ``ssl_context(opts)``
+returns an ``ssl.SSLContext`` for it.  Contexts are shared between probes with
+the same options (loading a CA store costs milliseconds and hundreds of
+kilobytes, too much to repeat for each of a thousand probes) and rebuilt when a
+certificate, key or CA file changes on disk, so renewed files are used without
+a reload.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import threading
+from collections import OrderedDict
+from dataclasses import astuple, dataclass
+
+
+@dataclass
+class TlsOptions:
+    """``tls:`` block: how the client verifies the server and proves itself."""
+
+    ca_file: str = ""  # PEM bundle trusted instead of the system store
+    server_name: str = ""  # name sent in SNI and checked in the certificate
+    insecure_skip_verify: bool = False
+    cert_file: str = ""  # client certificate (PEM); may hold the key too
+    key_file: str = ""
+
+    def check(self) -> list[tuple[str, str]]:
+        problems = [
+            (key, message)
+            for key in ("ca_file", "cert_file", "key_file")
+            if (message := unreadable(getattr(self, key)))
+        ]
+        if self.key_file and not self.cert_file:
+            problems.append(("key_file", "needs cert_file (the client certificate) as well"))
+        if problems:
+            return problems
+        # Load each file on its own so a bad one is named, not just "TLS failed".
+        try:
+            ctx = ssl.create_default_context(cafile=self.ca_file or None)
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            return [("ca_file", f"holds no usable CA certificate: {ssl_reason(exc)}")]
+        if self.cert_file:
+            try:
+                ctx.load_cert_chain(self.cert_file, self.key_file or None)
+            except (ssl.SSLError, OSError, ValueError) as exc:
+                key = "key_file" if self.key_file else "cert_file"
+                return [(key, f"cannot load the client certificate and key: {ssl_reason(exc)}")]
+        return []
+
+
+def unreadable(path: str) -> str:
+    """Why ``path`` cannot be read (empty when it can, or when no path is set)."""
+    if not path:
+        return ""
+    try:
+        with open(path, "rb") as fh:
+            fh.read(1)
+    except OSError as exc:
+        return f"cannot read {path!r}: {exc.strerror or exc}"
+    return ""
+
+
+def build_ssl_context(opts: TlsOptions) -> ssl.SSLContext:
+    """A fresh client context for ``opts`` (raises ssl.SSLError or OSError on bad files)."""
+    ctx = ssl.create_default_context(cafile=opts.ca_file or None)
+    if opts.insecure_skip_verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    if opts.cert_file:
+        ctx.load_cert_chain(opts.cert_file, opts.key_file or None)
+    return ctx
+
+
+_CACHE_SIZE = 128
+_cache: OrderedDict[tuple[object, ...], tuple[tuple[float, ...], ssl.SSLContext]] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def _stamp(opts: TlsOptions) -> tuple[float, ...]:
+    out = []
+    for path in (opts.ca_file, opts.cert_file, opts.key_file):
+        try:
+            out.append(os.stat(path).st_mtime if path else 0.0)
+        except OSError:
+            out.append(-1.0)
+    return tuple(out)
+
+
+def ssl_context(opts: TlsOptions) -> ssl.SSLContext:
+    """The shared context for ``opts``, rebuilt when one of its files changed.
+
+    Callers must not change the returned context; it serves every probe with
+    the same options.
+    """
+    key, stamp = astuple(opts), _stamp(opts)
+    with _cache_lock:
+        hit = _cache.get(key)
+        if hit is not None and hit[0] == stamp:
+            _cache.move_to_end(key)
+            return hit[1]
+    ctx = build_ssl_context(opts)
+    with _cache_lock:
+        _cache[key] = (stamp, ctx)
+        _cache.move_to_end(key)
+        while len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+    return ctx
+
+
+def ssl_reason(exc: BaseException) -> str:
+    """A short human reason for an ssl error (no OpenSSL source positions)."""
+    if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
+        return f"certificate verify failed: {exc.verify_message}"
+    if isinstance(exc, ssl.SSLError):
+        if exc.reason == "PEM_LIB" or "PEM lib" in str(exc):
+            return "not PEM data"
+        if exc.reason:
+            return str(exc.reason).lower().replace("_", " ")
+    return getattr(exc, "strerror", None) or str(exc)

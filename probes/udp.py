@@ -1,0 +1,246 @@
+"""Kind udp: send one datagram, wait for one reply, check it.
+
+Plain mode talks to any UDP responder (``send`` and ``expect``).  With
+``key_file`` the request travels in the signed envelope of probes.signing and
+the reply must carry a valid MAC over its body and this request's nonce, or the
+run fails with reason ``auth``.  With ``operations`` the probe asks a
+``probewatch agent`` for diagnostics and exports each number it gets back as
+``probewatch_probe_value{field="..."}``.
+
+Return code: 0 when a reply arrived (whatever it said), -1 when none did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+from exporter.durations import format_duration
+
+from . import signing
+from .base import Reading, Result, unescape
+from .expectations import TextExpectation, TextMatcher, decode_reply, shown
+
+UDP_PAYLOAD_LIMIT = 65507
+OPERATION_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+VALUE_METRIC = "probewatch_probe_value"
+VALUE_HELP = "Numeric results read by the probe (json fields, udp agent operations)"
+# What an agent's refusal means to the person reading the failure message.
+REFUSAL_HINTS = {
+    "bad_signature": "bad signature: is key_file the agent's key?",
+    "stale": "stale timestamp: are the clocks of prober and agent in sync?",
+    "replay": "nonce seen before (replayed request)",
+    "busy": "agent is busy",
+    "malformed": "malformed request envelope",
+}
+
+OperationItem = str | dict[str, list[str]]
+
+
+def split_host_port(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[IPV6]:PORT`` (an empty host is allowed); ValueError says why not."""
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or not rest.startswith(":"):
+            raise ValueError(f"{text!r} is not [IPV6]:PORT")
+        port_text = rest[1:]
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep:
+            raise ValueError(f"{text!r} lacks a port (use HOST:PORT, [IPV6]:PORT for IPv6)")
+        if ":" in host:
+            raise ValueError(f"{text!r}: write an IPv6 address in brackets, as [{host}]:PORT")
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"{text!r}: port must be a number from 0 to 65535")
+    return host, int(port_text)
+
+
+@dataclass
+class UdpOptions:
+    """Options of the udp kind (the ``udp:`` block of a probe)."""
+
+    send: str | dict[str, Any] = ""
+    operations: list[OperationItem] = field(default_factory=list)
+    expect: TextExpectation | None = None
+    key_file: str = ""
+
+    def check(self) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        if self.send and self.operations:
+            out.append(("operations", "set either send or operations, not both"))
+        if not self.send and not self.operations:
+            out.append(("send", "is required (or operations, to ask a probewatch agent)"))
+        for i, item in enumerate(self.operations):
+            names = [item] if isinstance(item, str) else list(item)
+            if isinstance(item, dict) and len(item) != 1:
+                out.append((f"operations[{i}]", "must be a name or one {name: [arguments]}"))
+            out.extend(
+                (f"operations[{i}]", f"{name!r} is not an operation name (a-z, 0-9, _)")
+                for name in names
+                if not OPERATION_NAME.match(name)
+            )
+        if self.operations and not self.key_file:
+            out.append(("key_file", "is required with operations: the agent answers only"
+                        " signed requests"))
+        if self.key_file:
+            try:
+                signing.load_key(self.key_file)
+            except signing.KeyFileError as exc:
+                out.append(("key_file", str(exc)))
+        if len(self.body().encode()) > UDP_PAYLOAD_LIMIT:
+            out.append(("send", f"is larger than one UDP datagram ({UDP_PAYLOAD_LIMIT} bytes)"))
+        return out
+
+    def body(self) -> str:
+        """The request text, before any signing."""
+        if self.operations:
+            return json.dumps({"version": "1", "operations": self.operations},
+                              separators=(",", ":"))
+        if isinstance(self.send, dict):
+            return json.dumps(self.send, separators=(",", ":"))
+        return unescape(self.send)
+
+
+class _OneReply(asyncio.DatagramProtocol):
+    """Resolves ``reply`` with the first datagram, or with the socket's error."""
+
+    def __init__(self, reply: asyncio.Future[bytes]) -> None:
+        self.reply = reply
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if not self.reply.done():
+            self.reply.set_result(data)
+
+    def error_received(self, exc: Exception) -> None:
+        if not self.reply.done():
+            self.reply.set_exception(exc)
+
+
+def _socket_failure(exc: OSError, target: str) -> Result:
+    if isinstance(exc, socket.gaierror):
+        return Result.fail("unreachable", f"cannot resolve {target}: {exc.strerror or exc}")
+    if isinstance(exc, ConnectionRefusedError):
+        return Result.fail("refused", f"{target} refused the datagram (ICMP port unreachable)")
+    return Result.fail("unreachable", f"{target}: {exc.strerror or exc}")
+
+
+def value_readings(doc: Any) -> list[Reading]:
+    """One probewatch_probe_value reading per number in the reply's ``operations``."""
+    ops = doc.get("operations") if isinstance(doc, dict) else None
+    if not isinstance(ops, dict):
+        return []
+    found: dict[str, float] = {}
+    for name, result in ops.items():
+        values = result if isinstance(result, dict) else {name: result}
+        for key, value in values.items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                found[str(key)] = float(value)
+    return [Reading(VALUE_METRIC, v, VALUE_HELP, (("field", k),)) for k, v in sorted(found.items())]
+
+
+def agent_errors(doc: dict[str, Any]) -> str:
+    errors = doc.get("errors")
+    parts = [str(doc["error"])] if doc.get("error") else []
+    if isinstance(errors, dict):
+        parts += [f"{name}: {message}" for name, message in errors.items()]
+    return "; ".join(parts) or "no error given"
+
+
+class UdpProbe:
+    """One datagram out, one back (see the module docstring)."""
+
+    Options = UdpOptions
+
+    def __init__(self, spec: Any) -> None:
+        self.spec = spec
+        self.options: UdpOptions = spec.options
+        self.host, self.port = split_host_port(spec.target)
+        self.matcher = TextMatcher(self.options.expect) if self.options.expect is not None else None
+
+    @classmethod
+    def validate(cls, spec: Any) -> list[tuple[str, str]]:
+        try:
+            host, port = split_host_port(spec.target)
+        except ValueError as exc:
+            return [("target", str(exc))]
+        if not host or port == 0:
+            return [("target", f"{spec.target!r} needs a host and a port other than 0")]
+        return []
+
+    async def run(self) -> Result:
+        key = b""
+        if self.options.key_file:
+            try:
+                key = signing.load_key(self.options.key_file)
+            except signing.KeyFileError as exc:
+                return Result.fail("error", str(exc))
+        body = self.options.body()
+        nonce = ""
+        if key:
+            datagram, nonce = signing.sign_request(key, body)
+        else:
+            datagram = body.encode()
+        reply = await self._exchange(datagram)
+        if isinstance(reply, Result):
+            return reply
+        return self._judge(reply, key, nonce)
+
+    async def _exchange(self, datagram: bytes) -> bytes | Result:
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[bytes] = loop.create_future()
+        target = self.spec.target
+        try:
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: _OneReply(waiter), remote_addr=(self.host, self.port))
+        except OSError as exc:
+            return _socket_failure(exc, target)
+        try:
+            transport.sendto(datagram)
+            async with asyncio.timeout(self.spec.timeout):
+                return await waiter
+        except TimeoutError:
+            return Result.fail(
+                "timeout", f"no reply from {target} within {format_duration(self.spec.timeout)}")
+        except OSError as exc:
+            return _socket_failure(exc, target)
+        finally:
+            transport.close()
+
+    def _judge(self, data: bytes, key: bytes, nonce: str) -> Result:
+        if key:
+            try:
+                opened = signing.open_reply(key, nonce, data)
+            except signing.BadEnvelope as exc:
+                return Result.fail("auth", exc.detail, code=0)
+            if isinstance(opened, signing.Refusal):
+                hint = REFUSAL_HINTS.get(opened.reason, opened.reason)
+                return Result.fail("auth", f"agent refused the request: {hint}", code=0)
+            text = opened
+        else:
+            text = decode_reply(data)
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            doc = None
+        readings = value_readings(doc)
+        if key or self.options.operations:
+            if self.options.operations and not isinstance(doc, dict):
+                return Result.fail("unexpected_response",
+                                   f"agent reply is not a JSON object: {shown(text)}", code=0)
+            if isinstance(doc, dict) and doc.get("status") is False:
+                return Result.fail("unexpected_response",
+                                   f"agent says status false: {agent_errors(doc)}",
+                                   code=0, readings=readings)
+        if self.matcher is not None and not self.matcher.found_in(text):
+            return Result.fail("unexpected_response",
+                               f"reply lacks {self.matcher.describe}: got {shown(text)}",
+                               code=0, readings=readings)
+        if readings:
+            message = f"{len(readings)} values from agent {doc.get('version', '?')}"
+        else:
+            message = f"reply of {len(data)} bytes"
+        return Result.ok(code=0, message=message, readings=readings)
