@@ -23,7 +23,17 @@ from exporter.durations import format_duration
 
 from . import signing
 from .base import Reading, Result, unescape
-from .expectations import TextExpectation, TextMatcher, decode_reply, shown
+from .expectations import (
+    JsonExpectation,
+    TextExpectation,
+    TextMatcher,
+    decode_reply,
+    json_failures,
+    load_json,
+    shown,
+)
+from .netaddr import split_host_port
+from .tcp import UNREACHABLE
 
 UDP_PAYLOAD_LIMIT = 65507
 OPERATION_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -41,24 +51,6 @@ REFUSAL_HINTS = {
 OperationItem = str | dict[str, list[str]]
 
 
-def split_host_port(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` or ``[IPV6]:PORT`` (an empty host is allowed); ValueError says why not."""
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep or not rest.startswith(":"):
-            raise ValueError(f"{text!r} is not [IPV6]:PORT")
-        port_text = rest[1:]
-    else:
-        host, sep, port_text = text.rpartition(":")
-        if not sep:
-            raise ValueError(f"{text!r} lacks a port (use HOST:PORT, [IPV6]:PORT for IPv6)")
-        if ":" in host:
-            raise ValueError(f"{text!r}: write an IPv6 address in brackets, as [{host}]:PORT")
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ValueError(f"{text!r}: port must be a number from 0 to 65535")
-    return host, int(port_text)
-
-
 @dataclass
 class UdpOptions:
     """Options of the udp kind (the ``udp:`` block of a probe)."""
@@ -66,6 +58,7 @@ class UdpOptions:
     send: str | dict[str, Any] = ""
     operations: list[OperationItem] = field(default_factory=list)
     expect: TextExpectation | None = None
+    expect_json: list[JsonExpectation] = field(default_factory=list)
     key_file: str = ""
 
     def check(self) -> list[tuple[str, str]]:
@@ -125,7 +118,8 @@ def _socket_failure(exc: OSError, target: str) -> Result:
         return Result.fail("unreachable", f"cannot resolve {target}: {exc.strerror or exc}")
     if isinstance(exc, ConnectionRefusedError):
         return Result.fail("refused", f"{target} refused the datagram (ICMP port unreachable)")
-    return Result.fail("unreachable", f"{target}: {exc.strerror or exc}")
+    reason = "unreachable" if exc.errno in UNREACHABLE else "error"
+    return Result.fail(reason, f"{target}: {exc.strerror or exc}")
 
 
 def value_readings(doc: Any) -> list[Reading]:
@@ -164,11 +158,9 @@ class UdpProbe:
     @classmethod
     def validate(cls, spec: Any) -> list[tuple[str, str]]:
         try:
-            host, port = split_host_port(spec.target)
+            split_host_port(spec.target)
         except ValueError as exc:
             return [("target", str(exc))]
-        if not host or port == 0:
-            return [("target", f"{spec.target!r} needs a host and a port other than 0")]
         return []
 
     async def run(self) -> Result:
@@ -218,14 +210,17 @@ class UdpProbe:
                 return Result.fail("auth", exc.detail, code=0)
             if isinstance(opened, signing.Refusal):
                 hint = REFUSAL_HINTS.get(opened.reason, opened.reason)
-                return Result.fail("auth", f"agent refused the request: {hint}", code=0)
+                reason = "error" if opened.reason == "busy" else "auth"
+                return Result.fail(reason, f"agent refused the request: {hint}", code=0)
             text = opened
         else:
             text = decode_reply(data)
+        doc: Any = None
         try:
-            doc = json.loads(text)
-        except ValueError:
-            doc = None
+            doc = load_json(text, "reply")
+        except ValueError as exc:
+            if self.options.expect_json:
+                return Result.fail("unexpected_response", str(exc), code=0)
         readings = value_readings(doc)
         if key or self.options.operations:
             if self.options.operations and not isinstance(doc, dict):
@@ -239,6 +234,9 @@ class UdpProbe:
             return Result.fail("unexpected_response",
                                f"reply lacks {self.matcher.describe}: got {shown(text)}",
                                code=0, readings=readings)
+        unmet = json_failures(self.options.expect_json, doc)
+        if unmet:
+            return Result.fail("unexpected_response", "; ".join(unmet), code=0, readings=readings)
         if readings:
             message = f"{len(readings)} values from agent {doc.get('version', '?')}"
         else:

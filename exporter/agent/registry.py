@@ -38,10 +38,12 @@ def operation_from_module(name: str, module: ModuleType) -> Operation | None:
     doc = inspect.getdoc(module) or ""
     collect = getattr(module, "collect", None)
     if not callable(collect):
-        log.warning("skipping operation module without collect()", extra={"fields": {"operation": name}})
+        log.warning("skipping operation module without collect()",
+                    extra={"operation": name})
         return None
     if not doc:
-        log.warning("skipping operation module without a docstring", extra={"fields": {"operation": name}})
+        log.warning("skipping operation module without a docstring",
+                    extra={"operation": name})
         return None
     arguments = getattr(module, "ARGUMENTS", "")
     return Operation(name, doc, arguments if isinstance(arguments, str) else "", collect)
@@ -63,9 +65,9 @@ def discover() -> dict[str, Operation]:
             continue
         try:
             module = importlib.import_module(module_path)
-        except Exception as exc:  # noqa: BLE001 - a broken plugin must not stop the agent
+        except Exception as exc:  # a broken plugin must not stop the agent
             log.warning("skipping operation that cannot load",
-                        extra={"fields": {"operation": name, "error": str(exc)}})
+                        extra={"operation": name, "error": str(exc)})
             continue
         op = operation_from_module(name, module)
         if op is not None:
@@ -79,5 +81,5 @@ def listing(ops: dict[str, Operation]) -> str:
     for op in ops.values():
         head = op.name + (f" {op.arguments}" if op.arguments else "")
         lines.append(head)
-        lines.extend("    " + line for line in op.doc.strip().splitlines())
+        lines.extend(("    " + line).rstrip() for line in op.doc.strip().splitlines())
     return "\n".join(lines) + "\n"

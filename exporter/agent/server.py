@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import math
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -54,8 +55,9 @@ def parse_operations(body: str, known: dict[str, Operation]) -> list[tuple[Opera
         raise RequestError(f"at most {MAX_OPERATIONS} operations per request")
     picked: list[tuple[Operation, list[str]]] = []
     for item in items:
+        args: list[str] = []
         if isinstance(item, str):
-            name, args = item, []
+            name = item
         elif isinstance(item, dict) and len(item) == 1:
             name, args = next(iter(item.items()))
             if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
@@ -82,7 +84,7 @@ def collect(picked: list[tuple[Operation, list[str]]]) -> tuple[dict[str, Any], 
             bad = [k for k, v in clean.items() if not math.isfinite(v)]
             if bad:
                 raise ValueError(f"not a finite number: {', '.join(bad)}")
-        except Exception as exc:  # noqa: BLE001 - one failing operation must not sink the rest
+        except Exception as exc:  # one failing operation must not sink the rest
             errors[op.name] = f"{type(exc).__name__}: {exc}"
             continue
         results.setdefault(op.name, {}).update(clean)
@@ -119,9 +121,11 @@ class AgentServer(asyncio.DatagramProtocol):
         """
         loop = asyncio.get_running_loop()
         if host:
-            transport, _ = await loop.create_datagram_endpoint(lambda: self, local_addr=(host, port))
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: self, local_addr=(host, port))
         else:
-            transport, _ = await loop.create_datagram_endpoint(lambda: self, sock=_any_address(port))
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: self, sock=_any_address(port))
         self._transport = transport
         sockname = transport.get_extra_info("sockname")
         self.address = (sockname[0], int(sockname[1]))
@@ -141,20 +145,19 @@ class AgentServer(asyncio.DatagramProtocol):
         self._transport = transport  # type: ignore[assignment]
 
     def error_received(self, exc: Exception) -> None:
-        log.debug("socket error", extra={"fields": {"error": str(exc)}})
+        log.debug("socket error", extra={"error": str(exc)})
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         try:
             self._receive(data, addr)
-        except Exception:  # noqa: BLE001 - the last guard: a datagram never stops the agent
+        except Exception:  # the last guard: no datagram stops the agent
             log.exception("unexpected error handling a datagram",
-                          extra={"fields": {"peer": format_address(addr)}})
+                          extra={"peer": format_address(addr)})
 
     def _refuse(self, addr: Any, data: bytes, reason: str, detail: str,
                 nonce: str | None, answer: bool = True) -> None:
-        log.warning("refused request", extra={"fields": {
-            "reason": reason, "peer": format_address(addr), "detail": detail,
-            "bytes": len(data)}})
+        log.warning("refused request", extra={
+            "reason": reason, "peer": format_address(addr), "detail": detail, "bytes": len(data)})
         reply = signing.refusal(reason, nonce)
         if answer and self._transport is not None and len(reply) <= len(data):
             self._transport.sendto(reply, addr)
@@ -213,21 +216,21 @@ class AgentServer(asyncio.DatagramProtocol):
             body = json.dumps({"status": False, "version": __version__, "operations": {},
                                "error": "reply too large for one datagram"})
             datagram = signing.sign_reply(self.key, request.nonce, body)
-        log.debug("answered request", extra={"fields": {
-            "peer": peer, "operations": ",".join(reply["operations"]), "status": reply["status"]}})
+        log.debug("answered request", extra={
+            "peer": peer, "operations": ",".join(reply["operations"]), "status": reply["status"]})
         if self._transport is not None and not self._transport.is_closing():
             self._transport.sendto(datagram, addr)
 
 
-def _any_address(port: int) -> Any:
-    import socket
-
+def _any_address(port: int) -> socket.socket:
+    """A socket on every address: IPv6 and IPv4 in one where the host allows."""
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
     try:
-        sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         sock.bind(("::", port))
     except OSError:
+        sock.close()
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.bind(("0.0.0.0", port))  # noqa: S104 - listening everywhere is what ":PORT" asks
+        sock.bind(("0.0.0.0", port))
     sock.setblocking(False)
     return sock

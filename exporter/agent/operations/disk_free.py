@@ -1,4 +1,7 @@
-"""Disk space free for unprivileged users on the file systems holding the given absolute paths (fields disk_free_bytes:PATH)."""
+"""Disk space free for unprivileged users on the file systems of the given absolute paths.
+
+Fields disk_free_bytes:PATH, one per path, e.g. {disk_free: [/, /var]}.
+"""
 
 from __future__ import annotations
 

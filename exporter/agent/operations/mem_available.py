@@ -1,4 +1,7 @@
-"""Memory available for new work without swapping, from /proc/meminfo (field mem_available_bytes)."""
+"""Memory available for new work without swapping (field mem_available_bytes).
+
+Read from MemAvailable in /proc/meminfo.
+"""
 
 from __future__ import annotations
 
