@@ -1,0 +1,145 @@
+"""kind json: fetch a JSON status document (Megaphone style) and read its level.
+
+    - name: megaphone
+      kind: json
+      target: http://127.0.0.1:18001/status
+      json:
+        values: [queue_depth]      # numeric fields exported as probewatch_probe_value
+
+The document's ``status`` field (``status_field``) names a level from the level
+table (default OK=0, Unknown=1, Warning=2, Critical=3; names case-insensitive);
+it is exported as probewatch_probe_status_level and the run is up only for a
+level in ``ok_levels``.  The ``message`` field (``message_field``) becomes the
+probe's message.  The request side (method, headers, tls, auth, proxy ...) is
+the http kind's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .base import Reading, Result, run_blocking, truncate
+from .expectations import JsonExpectation, JsonPath, as_json, is_number, json_failures, load_json
+from .http import Fetched, FetchFailed, RequestOptions, fetch, url_problems
+
+STATUS_LEVEL = "probewatch_probe_status_level"
+VALUE = "probewatch_probe_value"
+
+DEFAULT_LEVELS = {"OK": 0, "Unknown": 1, "Warning": 2, "Critical": 3}
+
+
+@dataclass
+class JsonOptions(RequestOptions):
+    """``json:`` block: the request (as for http), then how to read the document."""
+
+    status_field: str = "status"
+    message_field: str = "message"
+    levels: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_LEVELS))
+    ok_levels: list[str] = field(default_factory=lambda: ["OK"])
+    values: list[str] = field(default_factory=list)
+    expect: list[JsonExpectation] = field(default_factory=list)
+    # Compiled by check(): paths, and level names folded to lower case.
+    status_path: JsonPath = field(default=JsonPath("status"), init=False, repr=False)
+    message_path: JsonPath = field(default=JsonPath("message"), init=False, repr=False)
+    value_paths: list[JsonPath] = field(default_factory=list, init=False, repr=False)
+    by_name: dict[str, tuple[str, int]] = field(default_factory=dict, init=False, repr=False)
+
+    def check(self) -> list[tuple[str, str]]:
+        out = super().check()
+        for key in ("status_field", "message_field"):
+            try:
+                setattr(self, key.replace("_field", "_path"), JsonPath(getattr(self, key)))
+            except ValueError as exc:
+                out.append((key, str(exc)))
+        self.value_paths = []
+        for i, text in enumerate(self.values):
+            try:
+                self.value_paths.append(JsonPath(text))
+            except ValueError as exc:
+                out.append((f"values[{i}]", str(exc)))
+            if text in self.values[:i]:
+                out.append((f"values[{i}]", f"{text!r} is listed twice"))
+        if not self.levels:
+            out.append(("levels", "must name at least one level"))
+        self.by_name = {}
+        for name, number in self.levels.items():
+            if name.lower() in self.by_name:
+                out.append((f"levels.{name}", "is listed twice (names are case-insensitive)"))
+            self.by_name[name.lower()] = (name, number)
+        for i, name in enumerate(self.ok_levels):
+            if name.lower() not in self.by_name:
+                known = ", ".join(self.levels)
+                out.append((f"ok_levels[{i}]", f"{name!r} is not in levels ({known})"))
+        return out
+
+    def level_of(self, raw: Any) -> tuple[str, int] | None:
+        """(name, number) for a status value: a level name, or a level's number."""
+        if isinstance(raw, str):
+            return self.by_name.get(raw.strip().lower())
+        if is_number(raw):
+            return next(((n, v) for n, v in self.levels.items() if v == raw), None)
+        return None
+
+
+class JsonProbe:
+    """Reads a status document; up while its level is one of ok_levels."""
+
+    Options = JsonOptions
+
+    def __init__(self, spec: Any) -> None:
+        self.spec = spec
+        self.opts: JsonOptions = spec.options
+
+    @classmethod
+    def validate(cls, spec: Any) -> list[tuple[str, str]]:
+        return url_problems(spec.target)
+
+    async def run(self) -> Result:
+        return await run_blocking(self.run_once)
+
+    def run_once(self) -> Result:
+        try:
+            got = fetch(self.spec, self.opts)
+        except FetchFailed as failed:
+            return failed.result
+        return read_status(got, self.opts)
+
+
+def read_status(got: Fetched, opts: JsonOptions) -> Result:
+    code, readings = got.status, got.readings
+    try:
+        doc = load_json(got.body)
+    except ValueError as exc:
+        return Result.fail("unexpected_response", str(exc), code=code, readings=readings)
+    found, raw = opts.status_path.find(doc)
+    if not found:
+        return Result.fail(
+            "unexpected_response", f"the document has no {opts.status_field} field: {as_json(doc)}",
+            code=code, readings=readings,
+        )
+    level = opts.level_of(raw)
+    if level is None:
+        known = ", ".join(opts.levels)
+        return Result.fail(
+            "unexpected_response",
+            f"{opts.status_field} is {as_json(raw)}, not a known level ({known})",
+            code=code, readings=readings,
+        )
+    name, number = level
+    readings.append(Reading(STATUS_LEVEL, float(number), "Status level the document reports"))
+    for text, path in zip(opts.values, opts.value_paths, strict=True):
+        has, value = path.find(doc)
+        if has and is_number(value):
+            readings.append(
+                Reading(VALUE, float(value), "Numeric field of the reply", (("field", text),))
+            )
+    has_message, message = opts.message_path.find(doc)
+    shown = (message if isinstance(message, str) else as_json(message)) if has_message else ""
+    shown = truncate(shown) or f"{opts.status_field} is {name}"
+    kw: dict[str, Any] = {"code": code, "readings": readings, "level": number, "level_name": name}
+    if failures := json_failures(opts.expect, doc):
+        return Result.fail("unexpected_response", truncate("; ".join(failures)), **kw)
+    if name.lower() not in {n.lower() for n in opts.ok_levels}:
+        return Result.fail("unexpected_response", shown, **kw)
+    return Result.ok(message=shown, **kw)
