@@ -180,7 +180,9 @@ def open_reply(key: bytes, nonce: str, datagram: bytes) -> str | Refusal:
     except BadEnvelope as exc:
         raise BadEnvelope("auth", f"reply is not signed ({exc.detail})") from None
     kind = obj.get("type")
-    if kind == "refused" and obj.get("nonce") in (nonce, None):
+    if kind == "refused":
+        if obj.get("nonce") not in (nonce, None):
+            raise BadEnvelope("auth", "refusal answers another request (nonce differs)")
         reason = obj.get("reason")
         return Refusal(reason if isinstance(reason, str) else "unknown")
     if kind != "reply":
