@@ -1,0 +1,196 @@
+"""/status for load balancers and /api/v1/probes for reading and registering probes.
+
+    GET /status?group=web            200 {"status": "OK", ...} or 503 {"status": "Critical", ...}
+    GET /api/v1/probes[/NAME]        the probes, or one with its definition and last 100 runs
+    PUT /api/v1/probes/NAME          register or replace (bearer token; JSON definition)
+    DELETE /api/v1/probes/NAME       unregister (bearer token)
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..config import Config
+from ..http import Request, Response, Router
+from ..service import Exporter
+from ..state import ProbeState
+from .collate import Selection, collate, iso, summary
+from .registry import RegisteredProbes, StoreError, command_refused, resolve
+
+log = logging.getLogger("probewatch.status")
+
+NAME = r"/api/v1/probes/(?P<name>[^/]+)"
+NO_CACHE = {"Cache-Control": "no-store"}
+
+
+def error(status: int, message: str, **extra: Any) -> Response:
+    headers = extra.pop("headers", {})
+    return Response.json({"error": message, **extra}, status, headers={**NO_CACHE, **headers})
+
+
+def detail(state: ProbeState) -> dict[str, Any]:
+    """One probe with its definition, last result, schedule and recent runs."""
+    return {
+        **summary(state),
+        "definition": state.spec.definition(),
+        "next_run": iso(state.next_run_at) if state.spec.active else None,
+        "runs_total": state.runs_total,
+        "failures_total": state.failures_total,
+        "consecutive_failures": state.consecutive_failures,
+        "runs": [
+            {"started": iso(r.started, precise=True), "latency_seconds": round(r.latency, 6),
+             "up": r.up, "code": r.code, "reason": r.reason, "message": r.message,
+             "level": r.level_name}
+            for r in list(state.recent)
+        ],
+    }
+
+
+class StatusApi:
+    def __init__(self, exporter: Exporter, store: Callable[[], RegisteredProbes]) -> None:
+        self.exporter = exporter
+        self.store = store
+        # Serializes scheduler updates from the API so the last write is the last applied.
+        self._apply_lock = threading.Lock()
+
+    def add_routes(self, router: Router) -> None:
+        router.add("GET", "/status", self.get_status)
+        router.add("GET", "/api/v1/probes", self.list_probes)
+        router.add("GET", NAME, self.get_probe)
+        router.add("PUT", NAME, self.put_probe)
+        router.add("DELETE", NAME, self.delete_probe)
+
+    # -- reading -------------------------------------------------------------
+    def get_status(self, request: Request) -> Response:
+        try:
+            selection = Selection.from_query(request.query)
+        except ValueError as exc:
+            return error(400, str(exc))
+        result = collate(self.exporter.scheduler.states(), selection)
+        body = {
+            "status": result.status,
+            "date": iso(time.time()),
+            "message": result.message,
+            "probes": [summary(s) for s in result.probes],
+        }
+        return Response.json(body, 200 if result.healthy else 503, headers=dict(NO_CACHE))
+
+    def list_probes(self, request: Request) -> Response:
+        try:
+            selection = Selection.from_query(request.query)
+        except ValueError as exc:
+            return error(400, str(exc))
+        states = selection.select(self.exporter.scheduler.states())
+        return Response.json({"probes": [summary(s) for s in states]}, headers=dict(NO_CACHE))
+
+    def get_probe(self, request: Request) -> Response:
+        name = request.params["name"]
+        state = self.exporter.scheduler.state(name)
+        if state is not None:
+            return Response.json(detail(state), headers=dict(NO_CACHE))
+        raw = self.store().definition(name)
+        if raw is not None:  # registered but not run here (another shard, or now invalid)
+            return Response.json({"name": name, "source": "api", "scheduled": False,
+                                  "registered_definition": raw}, headers=dict(NO_CACHE))
+        return error(404, f"no probe named {name!r}")
+
+    # -- writing -------------------------------------------------------------
+    def put_probe(self, request: Request) -> Response:
+        config, refused = self._writable(request)
+        if refused is not None:
+            return refused
+        assert config is not None
+        name = request.params["name"]
+        try:
+            raw = request.json()
+        except ValueError as exc:
+            return error(400, str(exc))
+        if name in config.by_name():
+            return error(409, f"probe {name!r} comes from the config file; "
+                              "change it there, not through the API")
+        if isinstance(raw, dict) and command_refused(raw.get("kind"), config.api):
+            return error(403, "command probes can be registered only with "
+                              "api.allow_command: true in the config file")
+        spec, problems = resolve(name, raw, config.defaults, config.api)
+        if spec is None:
+            return error(400, f"probe {name!r} not registered: {len(problems)} problem(s)",
+                         problems=[str(p) for p in problems])
+        try:
+            created = self.store().put(spec, raw)
+        except StoreError as exc:
+            log.error("probe not registered", extra={"probe": name, "problem": str(exc)})
+            return error(500, str(exc))
+        self._apply()
+        log.info("probe registered" if created else "probe replaced",
+                 extra={"probe": name, "client": request.client})
+        state = self.exporter.scheduler.state(name)
+        body = detail(state) if state is not None else {"name": name, "scheduled": False}
+        return Response.json(body, 201 if created else 200, headers=dict(NO_CACHE))
+
+    def delete_probe(self, request: Request) -> Response:
+        config, refused = self._writable(request)
+        if refused is not None:
+            return refused
+        assert config is not None
+        name = request.params["name"]
+        if name in config.by_name():
+            return error(409, f"probe {name!r} comes from the config file; "
+                              "remove it there, not through the API")
+        try:
+            deleted = self.store().delete(name)
+        except StoreError as exc:
+            log.error("probe not unregistered", extra={"probe": name, "problem": str(exc)})
+            return error(500, str(exc))
+        if not deleted:
+            return error(404, f"no registered probe named {name!r}")
+        self._apply()
+        log.info("probe unregistered", extra={"probe": name, "client": request.client})
+        return Response(204, headers=dict(NO_CACHE))
+
+    def _apply(self) -> None:
+        with self._apply_lock:
+            self.exporter.apply()
+
+    def _writable(self, request: Request) -> tuple[Config | None, Response | None]:
+        """The config if this request may write; else the refusal to send."""
+        config = self.exporter.config
+        if config is None:
+            return None, error(503, "probewatch is starting; try again")
+        if not config.api.token_file:
+            return None, error(403, "registration is off: set api.token_file in the config file")
+        expected = read_token(config.api.token_file, config.path)
+        if expected is None:
+            return None, error(503, "registration is unavailable: the token file cannot be "
+                                    "read (see the exporter log)")
+        given = request.headers.get("Authorization") or ""
+        scheme, _, token = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(),
+                                                                 expected.encode()):
+            return None, error(401, "a valid bearer token is required",
+                               headers={"WWW-Authenticate": 'Bearer realm="probewatch"'})
+        store = self.store()
+        if store.broken:
+            return None, error(503, f"registration is off: {store.broken}")
+        return config, None
+
+
+def read_token(token_file: str, config_path: str) -> str | None:
+    """The token (surrounding white space removed), read afresh so it can be rotated."""
+    path = os.path.join(os.path.dirname(os.path.abspath(config_path)), token_file)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            token = fh.read().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        log.error("cannot read api.token_file", extra={"file": path, "error": str(exc)})
+        return None
+    if not token:
+        log.error("api.token_file is empty; registration refused", extra={"file": path})
+        return None
+    return token
+

@@ -1,0 +1,216 @@
+"""Probes registered at run time through the API, kept in a state file.
+
+The file is JSON, ``{"version": 1, "probes": {NAME: DEFINITION}}``, holding each
+definition as it was sent (so later changes to ``defaults:`` apply to it).  It
+is replaced atomically: written to a temporary file in the same directory,
+fsynced, renamed over the old one, and the directory fsynced, so a crash at any
+moment leaves the old file or the new one, never a mix.  Writers are serialized
+by one lock; the file is the truth and memory follows it only after a write
+succeeded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from probes.registry import get_kind
+
+from ..config import ApiSettings, Defaults, Located, ProbeSpec, parse_probe
+from ..options import Problems
+
+log = logging.getLogger("probewatch.status")
+
+FORMAT_VERSION = 1
+TEMP_PREFIX = ".probewatch-state-"
+DEFAULT_STATE_FILE = "registered-probes.json"
+
+
+class StoreError(Exception):
+    """The state file cannot be read or written; the message names it and why."""
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    """Replace ``path`` with ``data`` so that readers see the old or the new file, whole."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def encode(definitions: dict[str, Any]) -> bytes:
+    doc = {"version": FORMAT_VERSION, "probes": dict(sorted(definitions.items()))}
+    return (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
+
+
+def read_state_file(path: str) -> dict[str, Any]:
+    """The definitions in ``path`` ({} when it does not exist); StoreError if unusable."""
+    try:
+        with open(path, "rb") as fh:
+            blob = fh.read()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot be read: {exc.strerror or exc}") from None
+    try:
+        doc = json.loads(blob)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise StoreError(f"{path}: is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("probes"), dict):
+        raise StoreError(f"{path}: must be an object with a \"probes\" object")
+    if doc.get("version") != FORMAT_VERSION:
+        raise StoreError(f"{path}: version {doc.get('version')!r} is not {FORMAT_VERSION}")
+    return dict(doc["probes"])
+
+
+def remove_stale_temps(path: str) -> None:
+    """Delete temporary files left by a writer that died before renaming."""
+    directory = os.path.dirname(os.path.abspath(path))
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(directory):
+            if entry.name.startswith(TEMP_PREFIX) and entry.is_file():
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+
+
+def state_file_path(config_path: str, api: ApiSettings) -> str:
+    """api.state_file, relative to the config file's directory; by default beside it."""
+    base = os.path.dirname(os.path.abspath(config_path))
+    return os.path.join(base, api.state_file or DEFAULT_STATE_FILE)
+
+
+def command_refused(kind: Any, api: ApiSettings) -> bool:
+    return kind == "command" and not api.allow_command
+
+
+def resolve(name: str, raw: Any, defaults: Defaults, api: ApiSettings) -> tuple[
+        ProbeSpec | None, list[Located]]:
+    """Check one API definition exactly as the config file's probes are checked."""
+    if not isinstance(raw, dict):
+        return None, [Located("", 0, "", "", "the probe definition must be a JSON object")]
+    raw = dict(raw)
+    given = raw.setdefault("name", name)
+    if given != name:
+        message = f"{given!r} differs from the name in the URL ({name!r})"
+        return None, [Located("", 0, "", "name", message)]
+    if command_refused(raw.get("kind"), api):
+        return None, [Located("", 0, "", "kind",
+                              "command probes can be registered only with api.allow_command: true")]
+    problems = Problems()
+    spec = parse_probe(raw, defaults, problems, source="api")
+    if spec is not None and spec.active:
+        preflight = getattr(get_kind(spec.kind), "preflight", None)
+        refusal = preflight(spec) if callable(preflight) else None
+        if refusal:
+            problems.add(0, spec.kind, str(refusal))
+            spec = None
+    return spec, [Located("", 0, "", p.key, p.message) for p in problems]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What registered definitions are resolved against; a change re-resolves them."""
+
+    defaults: Defaults
+    api: ApiSettings
+
+
+class RegisteredProbes:
+    """The store: definitions from the state file, resolved into ProbeSpecs on demand."""
+
+    def __init__(self, path: str, settings: Callable[[], Settings]) -> None:
+        self.path = path
+        self._settings = settings
+        self._lock = threading.Lock()
+        self._raw: dict[str, Any] = {}
+        self._specs: dict[str, ProbeSpec] = {}
+        self._resolved_for: Settings | None = None
+        self.broken = ""  # why the file could not be loaded; writes are refused while set
+
+    def load(self) -> None:
+        """Read the state file; a broken one is kept untouched and disables writes."""
+        with self._lock:
+            remove_stale_temps(self.path)
+            try:
+                self._raw = read_state_file(self.path)
+            except StoreError as exc:
+                self.broken = str(exc)
+                self._raw = {}
+                log.error("registered probes not loaded; registration is off until the file "
+                          "is fixed or removed", extra={"problem": self.broken})
+                return
+            self.broken = ""
+            self._resolved_for = None
+            log.info("registered probes loaded",
+                     extra={"file": self.path, "probes": len(self._raw)})
+
+    def specs(self) -> list[ProbeSpec]:
+        """Resolved specs of every stored definition that is valid under the current config."""
+        settings = self._settings()
+        with self._lock:
+            if settings != self._resolved_for:
+                self._specs = {}
+                for name, raw in sorted(self._raw.items()):
+                    spec, problems = resolve(name, raw, settings.defaults, settings.api)
+                    if spec is None:
+                        log.error("registered probe not run: its definition is no longer valid",
+                                  extra={"probe": name, "problems": "; ".join(map(str, problems))})
+                    else:
+                        self._specs[name] = spec
+                self._resolved_for = settings
+            return list(self._specs.values())
+
+    def names(self) -> list[str]:
+        with self._lock:
+            return sorted(self._raw)
+
+    def definition(self, name: str) -> Any:
+        with self._lock:
+            return self._raw.get(name)
+
+    def put(self, spec: ProbeSpec, raw: dict[str, Any]) -> bool:
+        """Store a checked definition; True if it is new.  StoreError if it cannot be written."""
+        with self._lock:
+            created = spec.name not in self._raw
+            self._write({**self._raw, spec.name: raw})
+            self._specs[spec.name] = spec
+            return created
+
+    def delete(self, name: str) -> bool:
+        """Remove a definition; False if there was none.  StoreError if it cannot be written."""
+        with self._lock:
+            if name not in self._raw:
+                return False
+            self._write({k: v for k, v in self._raw.items() if k != name})
+            self._specs.pop(name, None)
+            return True
+
+    def _write(self, definitions: dict[str, Any]) -> None:
+        if self.broken:
+            raise StoreError(f"registration is off: {self.broken}; "
+                             "fix or remove the file and restart")
+        try:
+            write_atomic(self.path, encode(definitions))
+        except OSError as exc:
+            raise StoreError(f"{self.path}: cannot be written: {exc.strerror or exc}") from None
+        self._raw = definitions
