@@ -160,6 +160,8 @@ def open_request(key: bytes, datagram: bytes) -> SignedRequest:
     if nonce is None:
         raise BadEnvelope("malformed", f"nonce must be {2 * NONCE_BYTES} hex digits")
     ms = _field(obj, "ts", int, nonce)
+    if not 0 <= ms < 2**53:
+        raise BadEnvelope("malformed", "timestamp out of range", nonce)
     body = _field(obj, "body", str, nonce)
     mac = _field(obj, "mac", str, nonce)
     expected = _mac(key, _REQUEST_LABEL, nonce.encode(), b"\n", str(ms).encode(), b"\n",

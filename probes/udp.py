@@ -38,7 +38,7 @@ from .tcp import UNREACHABLE
 UDP_PAYLOAD_LIMIT = 65507
 OPERATION_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 VALUE_METRIC = "probewatch_probe_value"
-VALUE_HELP = "Numeric results read by the probe (json fields, udp agent operations)"
+VALUE_HELP = "Numeric field of the reply"  # the same words as the json kind: one HELP line
 # What an agent's refusal means to the person reading the failure message.
 REFUSAL_HINTS = {
     "bad_signature": "bad signature: is key_file the agent's key?",

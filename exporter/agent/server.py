@@ -172,9 +172,9 @@ class AgentServer(asyncio.DatagramProtocol):
         now = self.clock()
         skew = now - request.timestamp
         if abs(skew) > self.max_skew:
+            when = f"{skew:.1f}s old" if skew > 0 else f"{-skew:.1f}s ahead of this agent's clock"
             self._refuse(addr, data, "stale",
-                         f"timestamp is {skew:+.1f}s off this agent's clock"
-                         f" (allowed: {self.max_skew:g}s)", request.nonce)
+                         f"timestamp is {when} (allowed skew: {self.max_skew:g}s)", request.nonce)
             return
         if self.replay.seen(request.nonce):
             self._refuse(addr, data, "replay", "this nonce was answered before", request.nonce)

@@ -149,9 +149,11 @@ def test_json_path_expectations_on_a_plain_json_reply() -> None:
 
 def test_no_reply_is_a_timeout_with_code_minus_one() -> None:
     async def scenario() -> tuple[Result, float]:
-        _, target = await start_peer(lambda d: None)
+        peer, target = await start_peer(lambda d: None)
         t0 = time.monotonic()
         result = await UdpProbe(udp_spec(target, {"send": "ping"}, timeout="300ms")).run()
+        assert peer.transport is not None and peer.received == [b"ping"]
+        peer.transport.close()
         return result, time.monotonic() - t0
 
     result, elapsed = run(scenario())
