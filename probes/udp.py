@@ -8,6 +8,13 @@ run fails with reason ``auth``.  With ``operations`` the probe asks a
 ``probewatch_probe_value{field="..."}``.
 
 Return code: 0 when a reply arrived (whatever it said), -1 when none did.
+
+    - name: mdp-web1
+      kind: udp
+      target: 127.0.0.1:12345
+      udp:
+        key_file: /etc/probewatch/agent.key
+        operations: [load_average, mem_available, {disk_free: [/]}]
 """
 
 from __future__ import annotations
@@ -145,8 +152,7 @@ def agent_errors(doc: dict[str, Any]) -> str:
 
 
 class UdpProbe:
-    """One datagram out, one back (see the module docstring)."""
-
+    __doc__ = __doc__
     Options = UdpOptions
 
     def __init__(self, spec: Any) -> None:
