@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import inspect
 import logging
 import os
@@ -13,6 +14,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
+from probes.base import Result
 from probes.registry import KindUnavailable, get_kind, kind_names, loaded_kinds
 
 from . import __version__, logs
@@ -101,8 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     try:
         from .agent import add_arguments as agent_arguments
     except ImportError:
-        agent_arguments = None
-    if agent_arguments is not None:
+        pass
+    else:
         agent_arguments(agent)
     return parser
 
@@ -170,8 +172,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         from .status import attach as attach_status
     except ImportError:
-        attach_status = None
-    if attach_status is not None:
+        pass
+    else:
         attach_status(exporter, router)
     host, port = args.listen
     try:
@@ -214,9 +216,9 @@ def cmd_probe(args: argparse.Namespace) -> int:
         print(f"probewatch: no probe named {args.name!r} in {args.config_file} (probes: {names})",
               file=sys.stderr)
         return 2
-    spec_active = spec if spec.active else _activated(spec)
+    spec_active = spec if spec.active else dataclasses.replace(spec, active=True)
 
-    async def once() -> tuple[object, float, float]:
+    async def once() -> tuple[Result, float, float]:
         probe = get_kind(spec.kind)(spec_active)
         return await run_probe(probe, spec_active)
 
@@ -228,7 +230,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
             if callable(shutdown):
                 shutdown()
     state = ProbeState(spec_active)
-    state.record(result, latency, started)  # type: ignore[arg-type]
+    state.record(result, latency, started)
     last = state.last
     assert last is not None
     print(f"probe:   {spec.name} ({spec.kind} {spec.target})" + ("" if spec.active else " [inactive]"))
@@ -242,12 +244,6 @@ def cmd_probe(args: argparse.Namespace) -> int:
     for line in samples_of(state):
         print(f"  {line}")
     return 0 if last.up else 1
-
-
-def _activated(spec: object) -> object:
-    import dataclasses
-
-    return dataclasses.replace(spec, active=True)  # type: ignore[type-var]
 
 
 def cmd_kinds() -> int:

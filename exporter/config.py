@@ -13,7 +13,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from probes.registry import KindUnavailable, get_kind, kind_names
 
@@ -27,6 +27,7 @@ LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 RESERVED_LABELS = frozenset(
     {"probe", "kind", "target", "reason", "message", "field", "stat", "le", "shard", "state"}
 )
+DEFAULT_TIMEOUT = 10.0
 SHARED_KEYS = ("name", "kind", "target", "period", "timeout", "active", "labels", "failures")
 
 
@@ -35,7 +36,8 @@ class Defaults:
     """Values every probe takes unless it sets its own."""
 
     period: Duration = 30.0
-    timeout: Duration = 10.0
+    # None: 10s, or 80% of the period when the period is 10s or less.
+    timeout: Duration | None = None
     failures: int = 3
     labels: dict[str, str] = field(default_factory=dict)
 
@@ -168,13 +170,13 @@ def parse_probe(
     def at(key: str) -> int:
         return lines.line_of(key) if lines is not None else line
 
-    name = raw.get("name")
+    name: Any = raw.get("name")
     if not isinstance(name, str) or not name:
         problems.add(at("name"), "name", "is required (letters, digits, _ . -)")
     elif not NAME_RE.match(name):
         problems.add(at("name"), "name", f"{name!r} may hold only letters, digits, _ . and -")
 
-    kind_name = raw.get("kind")
+    kind_name: Any = raw.get("kind")
     kind_cls = None
     if not isinstance(kind_name, str) or not kind_name:
         problems.add(at("kind"), "kind", f"is required (one of: {', '.join(kind_names())})")
@@ -195,7 +197,7 @@ def parse_probe(
     class Shared:
         target: str = ""
         period: Duration = defaults.period
-        timeout: Duration = defaults.timeout
+        timeout: Duration | None = defaults.timeout
         active: bool = True
         labels: dict[str, str] = field(default_factory=dict)
         failures: int = defaults.failures
@@ -209,6 +211,8 @@ def parse_probe(
             shared.target = getattr(kind_cls, "default_target", "")
         if not shared.target:
             problems.add(at("target"), "target", "is required")
+        if shared.timeout is None:
+            shared.timeout = min(DEFAULT_TIMEOUT, round(shared.period * 0.8, 3))
         if shared.timeout >= shared.period:
             problems.add(
                 at("timeout") if "timeout" in raw else at("period"),
@@ -236,8 +240,8 @@ def parse_probe(
         return None
     labels = {**defaults.labels, **shared.labels}
     spec = ProbeSpec(
-        name=name,  # type: ignore[arg-type]
-        kind=kind_name,  # type: ignore[arg-type]
+        name=name,
+        kind=kind_name,
         target=shared.target,
         period=shared.period,
         timeout=shared.timeout,
@@ -258,6 +262,24 @@ def _locate(file: str, where: str, found: list[Problem]) -> list[Located]:
     return [Located(file, p.line, where, p.key, p.message) for p in found]
 
 
+S = TypeVar("S")
+
+
+def _section(data: LineDict, key: str, cls: type[S], path: str, located: list[Located]) -> S:
+    """Decode one top-level block (defaults:, api:); its defaults when absent or bad."""
+    problems = Problems()
+    raw = data.get(key)
+    result = None
+    if raw is None:
+        pass
+    elif isinstance(raw, dict):
+        result = build(cls, raw, problems, line=data.line_of(key))
+    else:
+        problems.add(data.line_of(key), "", "must be a mapping")
+    located += _locate(path, key, problems)
+    return result if result is not None else cls()
+
+
 def parse_config(text: str, path: str, check_env: bool = True) -> Config:
     """Parse config text; raise ConfigError with every problem found."""
     try:
@@ -267,27 +289,15 @@ def parse_config(text: str, path: str, check_env: bool = True) -> Config:
     if data is None:
         data = LineDict()
         data.line, data.key_lines = 1, {}
-    if not isinstance(data, dict):
+    if not isinstance(data, LineDict):
         raise ConfigError([Located(path, 1, "", "", "the file must be a mapping with defaults: and probes:")])
     located: list[Located] = []
     for key in data:
         if key not in ("defaults", "probes", "api"):
-            located.append(Located(path, data.line_of(key), "", key, "unknown key (known keys: api, defaults, probes)"))
-
-    problems = Problems()
-    raw_defaults = data.get("defaults") or LineDict()
-    defaults = build(Defaults, raw_defaults, problems, line=data.line_of("defaults")) if isinstance(raw_defaults, dict) else None
-    if not isinstance(raw_defaults, dict):
-        problems.add(data.line_of("defaults"), "", "must be a mapping")
-    located += _locate(path, "defaults", problems)
-    defaults = defaults or Defaults()
-
-    problems = Problems()
-    raw_api = data.get("api") or LineDict()
-    api = build(ApiSettings, raw_api, problems, line=data.line_of("api")) if isinstance(raw_api, dict) else None
-    if not isinstance(raw_api, dict):
-        problems.add(data.line_of("api"), "", "must be a mapping")
-    located += _locate(path, "api", problems)
+            located.append(Located(path, data.line_of(key), "", key,
+                                   "unknown key (known keys: api, defaults, probes)"))
+    defaults = _section(data, "defaults", Defaults, path, located)
+    api = _section(data, "api", ApiSettings, path, located)
 
     raw_probes = data.get("probes")
     specs: list[ProbeSpec] = []
@@ -322,7 +332,7 @@ def parse_config(text: str, path: str, check_env: bool = True) -> Config:
             specs.append(spec)
     if located:
         raise ConfigError(located)
-    return Config(path=path, defaults=defaults, probes=specs, api=api or ApiSettings())
+    return Config(path=path, defaults=defaults, probes=specs, api=api)
 
 
 def load_config(path: str, check_env: bool = True) -> Config:

@@ -8,6 +8,7 @@ collects one ``Problem`` per bad key instead of stopping at the first.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import types
 import typing
@@ -83,6 +84,7 @@ def convert(value: Any, tp: Any, key: str, line: int, problems: Problems) -> Any
         args = get_args(tp)
         if value is None and type(None) in args:
             return None
+        shaped: Problems | None = None
         for arg in args:
             if arg is type(None):
                 continue
@@ -90,8 +92,12 @@ def convert(value: Any, tp: Any, key: str, line: int, problems: Problems) -> Any
             try:
                 return convert(value, arg, key, line, trial)
             except _Bad:
-                continue
-        problems.add(line, key, f"must be {_type_name(tp)}, not {_describe(value)}")
+                if _same_shape(value, arg):
+                    shaped = trial
+        if shaped:  # the value has this arm's shape: its own problems say more
+            problems.extend(shaped)
+        else:
+            problems.add(line, key, f"must be {_type_name(tp)}, not {_describe(value)}")
         raise _Bad
     if origin is Literal:
         if value in get_args(tp):
@@ -157,6 +163,15 @@ def convert(value: Any, tp: Any, key: str, line: int, problems: Problems) -> Any
     raise _Bad
 
 
+def _same_shape(value: Any, tp: Any) -> bool:
+    origin = get_origin(tp) or tp
+    if isinstance(value, dict):
+        return origin is dict or (isinstance(tp, type) and dataclasses.is_dataclass(tp))
+    if isinstance(value, list):
+        return origin is list
+    return False
+
+
 def _describe(value: Any) -> str:
     if value is None:
         return "empty"
@@ -188,10 +203,8 @@ def build(cls: Any, raw: dict[str, Any], problems: Problems, prefix: str = "", l
             problems.add(kline, prefix + str(key), f"unknown key (known keys: {known})")
             continue
         name = aliases[key]
-        try:
+        with contextlib.suppress(_Bad):
             kwargs[name] = convert(value, hints[name], prefix + key, kline, problems)
-        except _Bad:
-            pass
     missing = [
         k
         for k, f in fields.items()

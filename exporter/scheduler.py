@@ -72,14 +72,14 @@ class Scheduler:
         future = asyncio.run_coroutine_threadsafe(self._cancel_all(), loop)
         try:
             future.result(timeout)
-        except Exception as exc:  # noqa: BLE001 - stopping must not raise
+        except Exception as exc:
             log.warning("probes did not stop in time: %s", exc)
         for kind in loaded_kinds():
             shutdown = getattr(kind, "shutdown", None)
             if callable(shutdown):
                 try:
                     shutdown()
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:
                     log.warning("kind shutdown failed: %s", exc)
         loop.call_soon_threadsafe(loop.stop)
         if self._thread is not None:
@@ -137,7 +137,7 @@ class Scheduler:
         spec = entry.state.spec
         try:
             probe: Any = get_kind(spec.kind)(spec)
-        except Exception as exc:  # noqa: BLE001 - a broken kind must not kill the loop
+        except Exception as exc:
             log.error("cannot set up probe", extra={"probe": spec.name, "error": str(exc)})
             probe = _Broken(f"cannot set up probe: {type(exc).__name__}: {exc}")
         next_at = loop.time() + phase(spec.name, spec.period)
@@ -164,7 +164,7 @@ class Scheduler:
                 log_change(state)
                 if self.on_change is not None:
                     self.on_change(state)
-        except Exception:  # noqa: BLE001 - a listener bug must not stop the probe
+        except Exception:
             log.exception("recording a result failed", extra={"probe": state.spec.name})
 
 
@@ -189,7 +189,7 @@ async def run_probe(probe: Any, spec: ProbeSpec) -> tuple[Result, float, float]:
         result = Result.fail("timeout", f"no result within {format_duration(spec.timeout)}")
     except asyncio.CancelledError:
         raise
-    except Exception as exc:  # noqa: BLE001 - a failing probe is a failed run
+    except Exception as exc:
         log.error("probe raised", extra={"probe": spec.name, "error": f"{type(exc).__name__}: {exc}"})
         result = Result.fail("error", f"{type(exc).__name__}: {exc}")
     return result, time.perf_counter() - t0, started

@@ -74,7 +74,7 @@ class YamlError(Exception):
 def load_yaml(text: str) -> Any:
     """Parse YAML text; raise YamlError(line, message) on a syntax error."""
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 0

@@ -13,6 +13,7 @@ connection was made.  ``send`` and ``bye`` honour \\r \\n \\t escapes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import socket
 import ssl
@@ -144,7 +145,5 @@ class TcpProbe:
             return Result.ok(0, message)
         finally:
             writer.close()
-            try:
+            with contextlib.suppress(OSError, ssl.SSLError):
                 await writer.wait_closed()
-            except (OSError, ssl.SSLError):
-                pass

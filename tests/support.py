@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -53,7 +53,7 @@ def wait_for(check: Callable[[], T | None], timeout: float = 10.0, interval: flo
     while time.monotonic() < deadline:
         try:
             last = check()
-        except Exception as exc:  # noqa: BLE001 - keep polling; report the last error
+        except Exception as exc:
             last = exc
         else:
             if last:
@@ -77,17 +77,13 @@ def process(argv: list[str], **kw: Any) -> Iterator[subprocess.Popen[str]]:
 
 def stop(proc: subprocess.Popen[Any], grace: float = 5.0) -> None:
     if proc.poll() is None:
-        try:
+        with suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
         try:
             proc.wait(grace)
         except subprocess.TimeoutExpired:
-            try:
+            with suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             proc.wait(grace)
 
 

@@ -1,0 +1,66 @@
+"""Start the real `probewatch serve` on a free loopback port and read its /metrics."""
+
+from __future__ import annotations
+
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support import ROOT, free_port, probewatch_argv, process, wait_for
+
+
+@dataclass
+class Running:
+    proc: subprocess.Popen[str]
+    url: str
+    config: Path
+
+    def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, str, dict[str, str]]:
+        request = urllib.request.Request(self.url + path, headers=headers or {})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as resp:
+                return resp.status, resp.read().decode(), dict(resp.headers)
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode(), dict(exc.headers)
+
+    def post(self, path: str) -> tuple[int, str]:
+        request = urllib.request.Request(self.url + path, method="POST", data=b"")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def samples(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        _, text, _ = self.get("/metrics")
+        return {(s.name, frozenset(s.labels.items())): s.value
+                for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+    def value(self, name: str, **labels: str) -> float | None:
+        for (n, labs), v in self.samples().items():
+            if n == name and all((k, val) in labs for k, val in labels.items()):
+                return v
+        return None
+
+
+@contextmanager
+def serve(config: Path, *extra: str) -> Iterator[Running]:
+    port = free_port()
+    argv = probewatch_argv("serve", f"--config.file={config}",
+                           f"--web.listen-address=127.0.0.1:{port}", *extra)
+    with process(argv, cwd=ROOT) as proc:
+        running = Running(proc, f"http://127.0.0.1:{port}", config)
+
+        def ready() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"exporter exited: {proc.stdout.read() if proc.stdout else ''}")
+            return running.get("/-/ready")[0] == 200
+
+        wait_for(ready, 15, what="exporter ready")
+        yield running

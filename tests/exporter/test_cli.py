@@ -1,0 +1,71 @@
+"""The command line as a user runs it: probe, kinds, check, and bad flags."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from tests.probes.servers import TcpServer, closed_port
+from tests.support import ROOT, probewatch_argv
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(probewatch_argv(*args), capture_output=True, text=True, cwd=ROOT,
+                          timeout=60)
+
+
+def test_probe_prints_result_and_samples_and_exits_by_state(tmp_path: Path) -> None:
+    server = TcpServer(lambda conn: conn.sendall(b"hello\n") or b"")
+    config = tmp_path / "p.yml"
+    config.write_text(f"""
+probes:
+  - {{name: up, kind: tcp, target: "{server.target}", labels: {{group: g}}, tcp: {{expect: hello}}}}
+  - {{name: down, kind: tcp, target: "127.0.0.1:{closed_port()}", active: false}}
+""")
+    try:
+        up = run("probe", "up", f"--config.file={config}")
+        down = run("probe", "down", f"--config.file={config}")
+    finally:
+        server.close()
+    assert up.returncode == 0, up.stderr
+    lines = up.stdout.splitlines()
+    assert lines[0] == f"probe:   up (tcp {server.target})"
+    assert lines[1:3] == ["result:  up", "code:    0"]
+    assert f'  probewatch_probe_up{{probe="up",kind="tcp",target="{server.target}",group="g"}} 1' in lines
+    assert down.returncode == 1
+    assert "[inactive]" in down.stdout
+    assert "reason:  refused" in down.stdout
+    assert 'probewatch_probe_failure_info{probe="down"' in down.stdout
+
+
+def test_probe_unknown_name_is_a_clear_error(tmp_path: Path) -> None:
+    config = tmp_path / "p.yml"
+    config.write_text("probes:\n  - {name: a, kind: command, command: {argv: ['true']}}\n")
+    proc = run("probe", "b", f"--config.file={config}")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"probewatch: no probe named 'b' in {config} (probes: a)"
+
+
+def test_kinds_lists_every_kind_with_options() -> None:
+    proc = run("kinds")
+    assert proc.returncode == 0
+    out = proc.stdout
+    for kind in ("command", "tcp"):
+        assert f"\n{kind}\n" in "\n" + out
+    assert "options (tcp: block):" in out
+    assert "expect" in out and "ok_codes" in out
+
+
+def test_check_accepts_the_bundled_default_config() -> None:
+    proc = run("check", "--config.file=exporter/default.yml")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("exporter/default.yml: OK, 5 probes (4 active)")
+
+
+def test_bad_flags_exit_2_without_traceback() -> None:
+    for args in (("serve", "--web.listen-address=nowhere"), ("serve", "--shard=3/2"),
+                 ("serve", "--config.watch-interval=soon"), ("frobnicate",)):
+        proc = run(*args)
+        assert proc.returncode == 2, args
+        assert "Traceback" not in proc.stderr
+        assert "error:" in proc.stderr

@@ -1,0 +1,118 @@
+"""tcp kind against real sockets on loopback."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from tests.probes.run import run_once
+from tests.probes.servers import TcpServer, closed_port, read_all
+
+
+def config(target: str, block: str = "", timeout: str = "1s") -> str:
+    return (f"probes:\n- name: t\n  kind: tcp\n  target: '{target}'\n  timeout: {timeout}\n"
+            f"  period: 5s\n" + (f"  tcp: {block}\n" if block else ""))
+
+
+@pytest.fixture
+def greeter():
+    def handler(conn: socket.socket) -> bytes:
+        conn.sendall(b"+OK POP3 server ready\r\n")
+        return read_all(conn)
+
+    server = TcpServer(handler)
+    yield server
+    server.close()
+
+
+def test_plain_connect_is_up(greeter: TcpServer) -> None:
+    result, _ = run_once(config(greeter.target))
+    assert result.up and result.code == 0
+
+
+def test_refused_is_down_with_reason_refused() -> None:
+    result, latency = run_once(config(f"127.0.0.1:{closed_port()}"))
+    assert not result.up
+    assert (result.reason, result.code) == ("refused", -1)
+    assert "refused" in result.message
+    assert latency < 1
+
+
+def test_greeting_matches_literal_expect_and_bye_is_sent(greeter: TcpServer) -> None:
+    result, _ = run_once(config(greeter.target, r'{expect: "+OK POP3", bye: "QUIT\r\n"}'))
+    assert result.up, result.message
+    for _ in range(50):
+        if greeter.received:
+            break
+        time.sleep(0.02)
+    assert greeter.received == [b"QUIT\r\n"]
+
+
+def test_send_expect_bye_exchange_seen_by_the_server() -> None:
+    def handler(conn: socket.socket) -> bytes:
+        got = b""
+        while b"\r\n\r\n" not in got:
+            got += conn.recv(1024)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        return got + read_all(conn)
+
+    server = TcpServer(handler)
+    try:
+        result, _ = run_once(config(
+            server.target,
+            r'{send: "GET / HTTP/1.0\r\n\r\n", expect: {regex: "^HTTP/1\\.1 200"}, bye: "bye\n"}'))
+        assert result.up, result.message
+        for _ in range(50):
+            if server.received:
+                break
+            time.sleep(0.02)
+        assert server.received == [b"GET / HTTP/1.0\r\n\r\nbye\n"]
+    finally:
+        server.close()
+
+
+def test_wrong_reply_is_unexpected_response_and_says_what_came(greeter: TcpServer) -> None:
+    def handler(conn: socket.socket) -> bytes:
+        conn.sendall(b"-ERR go away\r\n")
+        conn.close()
+        return b""
+
+    server = TcpServer(handler)
+    try:
+        result, _ = run_once(config(server.target, '{expect: "+OK"}'))
+    finally:
+        server.close()
+    assert not result.up
+    assert result.reason == "unexpected_response"
+    assert "'+OK'" in result.message and "-ERR go away" in result.message
+
+
+def test_silent_server_times_out_at_the_probe_timeout() -> None:
+    server = TcpServer(lambda conn: read_all(conn, 3))
+    try:
+        result, latency = run_once(config(server.target, '{expect: "hello"}', timeout="300ms"))
+    finally:
+        server.close()
+    assert not result.up and result.reason == "timeout"
+    assert 0.29 < latency < 1.0
+
+
+def test_ipv6_loopback(greeter: TcpServer) -> None:
+    try:
+        server = TcpServer(lambda conn: b"", family=socket.AF_INET6)
+    except OSError:
+        pytest.skip("IPv6 loopback (::1) is not configured on this machine")
+    try:
+        result, _ = run_once(config(server.target))
+    finally:
+        server.close()
+    assert result.up, result.message
+
+
+def test_tls_handshake_failure_is_reason_tls(greeter: TcpServer) -> None:
+    # greeter speaks plain text, so a TLS client handshake cannot succeed.
+    result, _ = run_once(config(greeter.target, "{tls: true, server_name: localhost}"))
+    assert not result.up
+    assert result.reason == "tls"
