@@ -167,25 +167,25 @@ def _parse_path(text: str) -> list[str | int]:
     src = text.strip()
     if not src:
         raise ValueError("invalid JSON path '': it is empty")
-    if src.startswith("$"):
-        pos = 1
-    else:
-        src, pos = "$." + src, 1
+    # Positions in messages count in the text as written, without an implied "$.".
+    shift = 0 if src.startswith("$") else 2
+    src = src if src.startswith("$") else "$." + src
+    pos = 1
     steps: list[str | int] = []
 
     def bad(why: str) -> ValueError:
         return ValueError(f"invalid JSON path {text!r}: {why}")
 
     while pos < len(src):
-        ch = src[pos]
+        ch, at = src[pos], pos - shift
         if ch == ".":
             if src.startswith("..", pos):
                 raise bad("recursive descent (..) is not supported")
             m = _NAME_RE.match(src, pos + 1)
             if not m:
-                raise bad(f"expected a field name after '.' at position {pos}")
+                raise bad(f"expected a field name after '.' at position {at}")
             if m.group() == "*":
-                raise bad("wildcards (*) are not supported; a path names one value")
+                raise bad(_NO_WILDCARDS)
             steps.append(m.group())
             pos = m.end()
         elif ch == "[":
@@ -194,12 +194,17 @@ def _parse_path(text: str) -> list[str | int]:
             elif m := _QUOTED_RE.match(src, pos):
                 raw = m.group(1) if m.group(1) is not None else m.group(2)
                 steps.append(re.sub(r"\\(.)", r"\1", raw))
+            elif src.startswith(("[*", "[?", "[:"), pos) or ":" in src[pos:].split("]")[0]:
+                raise bad(_NO_WILDCARDS)
             else:
-                raise bad(f"expected [N] or ['name'] at position {pos}")
+                raise bad(f"expected [N] or ['name'] at position {at}")
             pos = m.end()
         else:
-            raise bad(f"unexpected {ch!r} at position {pos}")
+            raise bad(f"unexpected {ch!r} at position {at}")
     return steps
+
+
+_NO_WILDCARDS = "wildcards, slices and filters are not supported; a path names one value"
 
 
 # --- JSON expectations ---------------------------------------------------------

@@ -51,6 +51,10 @@ from .tls import TlsOptions, ssl_context, ssl_reason, unreadable
 CERT_EXPIRY = "probewatch_probe_http_cert_expiry_timestamp_seconds"
 CONTENT_LENGTH = "probewatch_probe_http_content_length_bytes"
 
+# insecure_skip_verify is the operator's explicit choice for one probe; urllib3's
+# warning on every such request would only flood the exporter's log.
+urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+
 _TOKEN_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 # Credentials belong in files (basic_auth, bearer_token_file) so they never show
 # in the probe's definition, which the API and `probewatch probe` print.
