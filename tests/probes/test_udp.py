@@ -21,6 +21,7 @@ from exporter.config import ConfigError, ProbeSpec, load_config, parse_config
 from probes import signing
 from probes.base import Result
 from probes.udp import UdpProbe
+from tests.exporter.test_config import expected_messages
 from tests.support import ROOT, free_port, probewatch_argv
 
 KEY = "0123456789abcdef0123456789abcdef"
@@ -362,45 +363,21 @@ def test_key_file_removed_after_load_fails_the_run(tmp_path: Path) -> None:
 
 # --- config errors ---------------------------------------------------------------
 
-CONFIG_ERRORS = {
-    "invalid-udp-missing-key-file.yml":
-        "{file}:7: probes[0] (mdp): udp.key_file: cannot read key file"
-        " '/nonexistent/probewatch/agent.key': No such file or directory",
-    "invalid-udp-operations-without-key.yml":
-        "{file}:6: probes[0] (mdp): udp.key_file: is required with operations:"
-        " the agent answers only signed requests",
-    "invalid-udp-json-path.yml":
-        "{file}:8: probes[0] (mdp): udp.expect_json[0].path: invalid JSON path"
-        " '$.operations..load1': recursive descent (..) is not supported",
-    "invalid-udp-json-regex.yml":
-        "{file}:8: probes[0] (mdp): udp.expect_json[0].regex: invalid regular expression"
-        " '^(ok': missing ), unterminated subpattern at position 1",
-    "invalid-udp-no-send.yml":
-        "{file}:6: probes[0] (echo): udp.send: is required (or operations,"
-        " to ask a probewatch agent)",
-    "invalid-udp-operation-name.yml":
-        "{file}:6: probes[0] (mdp): udp.operations[1]: 'rm -rf' is not an operation name"
-        " (a-z, 0-9, _)\n"
-        "{file}:6: probes[0] (mdp): udp.key_file: is required with operations:"
-        " the agent answers only signed requests",
-    "invalid-udp-target.yml":
-        "{file}:4: probes[0] (echo): target: '[::1]' is not [ADDRESS]:PORT",
-    "invalid-udp-unknown-key.yml":
-        "{file}:7: probes[0] (echo): udp.expect_text: unknown key"
-        " (known keys: expect, expect_json, key_file, operations, send)",
-}
+UDP_FIXTURES = sorted(FIXTURES.glob("invalid-udp-*.yml"))
 
 
-def test_every_udp_fixture_has_its_expected_message() -> None:
-    assert sorted(CONFIG_ERRORS) == sorted(p.name for p in FIXTURES.glob("invalid-udp-*.yml"))
-
-
-@pytest.mark.parametrize("name", sorted(CONFIG_ERRORS))
-def test_bad_udp_config_is_an_error_with_its_place(name: str) -> None:
-    path = str(FIXTURES / name)
+@pytest.mark.parametrize("path", UDP_FIXTURES, ids=[p.stem for p in UDP_FIXTURES])
+def test_bad_udp_config_is_an_error_with_its_place(path: Path) -> None:
+    """Each fixture names its exact messages in '# expect: ' lines (tests/fixtures)."""
     with pytest.raises(ConfigError) as caught:
-        load_config(path)
-    assert str(caught.value) == CONFIG_ERRORS[name].format(file=path)
+        load_config(str(path))
+    assert [str(p) for p in caught.value.problems] == expected_messages(path)
+
+
+def test_fixtures_cover_the_udp_checks() -> None:
+    names = {p.stem.removeprefix("invalid-udp-") for p in UDP_FIXTURES}
+    assert names == {"json-path", "json-regex", "missing-key-file", "no-send", "operation-name",
+                     "operations-without-key", "target", "text-regex", "unknown-key"}
 
 
 # --- probewatch probe NAME --------------------------------------------------------
