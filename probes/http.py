@@ -332,6 +332,7 @@ def fetch(spec: Any, opts: RequestOptions) -> Fetched:
                 allow_redirects=opts.follow_redirects,
                 proxies={"http": opts.proxy, "https": opts.proxy} if opts.proxy else {},
                 stream=True,
+                hooks={"response": _stop_after(deadline, spec.timeout)},
             )
             with resp:
                 readings = _cert_readings(resp.url, peer_certs)
@@ -355,6 +356,22 @@ def fetch(spec: Any, opts: RequestOptions) -> Fetched:
             readings=readings,
         ))
     return got
+
+
+def _stop_after(deadline: float, timeout: float) -> Callable[..., None]:
+    """A response hook ending a redirect chain once the run's time is up.
+
+    requests gives each hop its own timeout; without this a long chain would
+    keep the worker thread busy long after the scheduler gave up on the run.
+    """
+
+    def hook(resp: requests.Response, **_: Any) -> None:
+        if time.monotonic() > deadline:
+            resp.close()
+            raise FetchFailed(Result.fail("timeout", f"no final response within {timeout:g}s",
+                                          code=resp.status_code))
+
+    return hook
 
 
 def _auth_header(opts: RequestOptions) -> dict[str, str]:
@@ -399,7 +416,10 @@ def _cert_readings(url: str, peer_certs: dict[tuple[str, int], bytes]) -> list[R
     der = peer_certs.get(((parts.hostname or "").lower(), parts.port or 443))
     if der is None:
         return []
-    not_after = x509.load_der_x509_certificate(der).not_valid_after_utc.timestamp()
+    try:
+        not_after = x509.load_der_x509_certificate(der).not_valid_after_utc.timestamp()
+    except ValueError:  # a certificate cryptography cannot parse: no reading, not a failure
+        return []
     return [Reading(CERT_EXPIRY, not_after, "Unix time the server's leaf certificate expires")]
 
 

@@ -9,6 +9,7 @@ import asyncio
 import base64
 import datetime
 import json
+import selectors
 import socket
 import ssl
 import subprocess
@@ -86,6 +87,10 @@ class Routes(BaseHTTPRequestHandler):
             self.reply(200, b"late\n")
         elif path == "/redirect":
             self.reply(302, b"", location="/ok")
+        elif path.startswith("/drip/"):  # a slow redirect chain: /drip/N -> /drip/N-1 -> ... /ok
+            time.sleep(0.15)
+            hops = int(path.rsplit("/", 1)[1])
+            self.reply(302, b"", location=f"/drip/{hops - 1}" if hops > 1 else "/ok")
         elif path == "/loop":
             self.reply(302, b"", location="/loop")
         elif path == "/badjson":
@@ -103,6 +108,19 @@ class Routes(BaseHTTPRequestHandler):
             self.reply_json(200, dict(self.headers))
         else:
             self.reply(404, b"no such route\n")
+
+    def do_CONNECT(self) -> None:
+        """Tunnel to a loopback origin, as a forward proxy does for https targets."""
+        host, _, port = self.path.rpartition(":")
+        self.server.seen.append(Seen("CONNECT", self.path, dict(self.headers), b""))
+        if host.strip("[]") not in ("localhost", "127.0.0.1", "::1"):
+            self.send_error(403, "loopback origins only")
+            return
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=5) as upstream:
+            self.send_response(200, "Connection established")
+            self.end_headers()
+            pipe(self.connection, upstream, seconds=10)
+        self.close_connection = True
 
     def moc(self, answer: str, body: bytes) -> None:
         # pfurl's shape: a JSON message in, {"status": true} out when the service is well.
@@ -129,6 +147,23 @@ class Routes(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
+
+
+def pipe(a: socket.socket, b: socket.socket, seconds: float) -> None:
+    """Copy bytes both ways until either side closes (or ``seconds`` pass)."""
+    deadline = time.monotonic() + seconds
+    with selectors.DefaultSelector() as sel:
+        sel.register(a, selectors.EVENT_READ, b)
+        sel.register(b, selectors.EVENT_READ, a)
+        while time.monotonic() < deadline:
+            for key, _ in sel.select(timeout=0.2):
+                try:
+                    data = key.fileobj.recv(65536)  # type: ignore[union-attr]
+                    if not data:
+                        return
+                    key.data.sendall(data)
+                except OSError:
+                    return
 
 
 def megaphone_document(level: str) -> dict[str, Any]:
@@ -360,6 +395,14 @@ def test_redirect_loop_is_unexpected_response(web: LoopbackServer) -> None:
     assert result.message == "more than 3 redirects, last to /loop"
 
 
+def test_slow_redirect_chain_stops_once_the_timeout_has_passed(web: LoopbackServer) -> None:
+    result = run("http", f"{web.base}/drip/10", timeout="400ms")
+    assert (result.up, result.reason) == (False, "timeout")
+    time.sleep(1.0)  # the worker thread has had time to go on, if it were going to
+    hops = [s for s in web.seen if s.path.startswith("/drip/")]
+    assert len(hops) <= 4  # 0.15s each: the 3rd ends past 400ms, and no more are asked
+
+
 def test_body_regex_and_body_not_regex(web: LoopbackServer) -> None:
     assert run("http", f"{web.base}/ok", {"body_regex": ["^hello", "tests\\s*$"]}).up
     missing = run("http", f"{web.base}/ok", {"body_regex": "goodbye"})
@@ -444,6 +487,16 @@ def test_proxy_receives_the_request(web: LoopbackServer) -> None:
     result = run("http", "http://status.example.invalid/ok", {"proxy": web.base})
     assert (result.up, result.code) == (True, 200)
     assert web.seen[-1].path == "http://status.example.invalid/ok"
+
+
+def test_https_through_the_proxy_tunnel_keeps_verification_and_cert_expiry(
+        web: LoopbackServer, tls_web: LoopbackServer, pki: Pki) -> None:
+    target = f"https://localhost:{tls_web.server_address[1]}/ok"
+    result = run("http", target, {"proxy": web.base, "tls": {"ca_file": str(pki.ca)}})
+    assert (result.up, result.code) == (True, 200)
+    assert (web.seen[-1].method, web.seen[-1].path) == (
+        "CONNECT", f"localhost:{tls_web.server_address[1]}")
+    assert reading(result, CERT_EXPIRY) == pki.not_after.timestamp()
 
 
 def test_proxy_that_refuses_is_reported_as_the_proxy() -> None:
