@@ -476,14 +476,13 @@ def _innermost(chain: list[BaseException]) -> str:
 # --- the kind ------------------------------------------------------------------
 
 
-class HttpProbe:
-    """One request; up when the status, body patterns and JSON expectations hold."""
+class RequestProbe:
+    """The shape of a kind that makes one request per run and judges the reply."""
 
-    Options = HttpOptions
+    Options: ClassVar[type[RequestOptions]] = RequestOptions
 
     def __init__(self, spec: Any) -> None:
         self.spec = spec
-        self.opts: HttpOptions = spec.options
 
     @classmethod
     def validate(cls, spec: Any) -> list[tuple[str, str]]:
@@ -494,10 +493,22 @@ class HttpProbe:
 
     def run_once(self) -> Result:
         try:
-            got = fetch(self.spec, self.opts)
+            got = fetch(self.spec, self.spec.options)
         except FetchFailed as failed:
             return failed.result
-        return check_reply(got, self.opts)
+        return self.judge(got)
+
+    def judge(self, got: Fetched) -> Result:
+        raise NotImplementedError
+
+
+class HttpProbe(RequestProbe):
+    """One request; up when the status, body patterns and JSON expectations hold."""
+
+    Options = HttpOptions
+
+    def judge(self, got: Fetched) -> Result:
+        return check_reply(got, self.spec.options)
 
 
 def check_reply(got: Fetched, opts: HttpOptions) -> Result:

@@ -19,9 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .base import Reading, Result, run_blocking, truncate
+from .base import Reading, Result, truncate
 from .expectations import JsonExpectation, JsonPath, as_json, is_number, json_failures, load_json
-from .http import Fetched, FetchFailed, RequestOptions, fetch, url_problems
+from .http import Fetched, RequestOptions, RequestProbe
 
 STATUS_LEVEL = "probewatch_probe_status_level"
 VALUE = "probewatch_probe_value"
@@ -82,28 +82,13 @@ class JsonOptions(RequestOptions):
         return None
 
 
-class JsonProbe:
+class JsonProbe(RequestProbe):
     """Reads a status document; up while its level is one of ok_levels."""
 
     Options = JsonOptions
 
-    def __init__(self, spec: Any) -> None:
-        self.spec = spec
-        self.opts: JsonOptions = spec.options
-
-    @classmethod
-    def validate(cls, spec: Any) -> list[tuple[str, str]]:
-        return url_problems(spec.target)
-
-    async def run(self) -> Result:
-        return await run_blocking(self.run_once)
-
-    def run_once(self) -> Result:
-        try:
-            got = fetch(self.spec, self.opts)
-        except FetchFailed as failed:
-            return failed.result
-        return read_status(got, self.opts)
+    def judge(self, got: Fetched) -> Result:
+        return read_status(got, self.spec.options)
 
 
 def read_status(got: Fetched, opts: JsonOptions) -> Result:
