@@ -66,12 +66,23 @@ def unreadable(path: str) -> str:
 def build_ssl_context(opts: TlsOptions) -> ssl.SSLContext:
     """A fresh client context for ``opts`` (raises ssl.SSLError or OSError on bad files)."""
     ctx = ssl.create_default_context(cafile=opts.ca_file or None)
+    if not opts.ca_file and not ctx.cert_store_stats()["x509_ca"]:
+        _load_certifi(ctx)
     if opts.insecure_skip_verify:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     if opts.cert_file:
         ctx.load_cert_chain(opts.cert_file, opts.key_file or None)
     return ctx
+
+
+def _load_certifi(ctx: ssl.SSLContext) -> None:
+    """A system without a CA store (a bare container) trusts requests' bundle instead."""
+    try:
+        import certifi
+    except ImportError:
+        return
+    ctx.load_verify_locations(certifi.where())
 
 
 _CACHE_SIZE = 128
