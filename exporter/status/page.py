@@ -100,13 +100,14 @@ def card(state: ProbeState, now: float) -> str:
     spec, last = state.spec, state.last
     level = level_of(state) if spec.active else "Unknown"
     word = state_word(state)
+    badge = level if spec.active else "Inactive"
     labels = ", ".join(f"{k}={v}" for k, v in spec.labels)
     message = last.message if last else ("not run yet" if spec.active else "inactive")
     latency = latency_text(state.last_latency) if last else "-"
     return (
         f'<li class="probe level-{level} {word}" data-probe="{escape(spec.name)}" '
         f'data-state="{word}" data-level="{level}">'
-        f'<div class="head"><span class="badge level-{level}">{level}</span>'
+        f'<div class="head"><span class="badge level-{level}">{badge}</span>'
         f'<span class="name">{escape(spec.name)}</span>'
         f'<span class="where">{escape(spec.kind)} {escape(spec.target)}</span></div>'
         f'<div class="facts"><span class="state">{word}</span>'
@@ -124,8 +125,9 @@ def render(states: list[ProbeState], selection: Selection, refresh: int, now: fl
     chosen = selection.select(states)
     down = sum(1 for s in chosen if s.spec.active and s.up is False)
     groups = []
-    for group, members in groupby(sorted(chosen, key=lambda s: (group_of(s.spec), s.spec.name)),
-                                  key=lambda s: group_of(s.spec)):
+    # Named groups alphabetically, probes without a group last.
+    ordered = sorted(chosen, key=lambda s: (not group_of(s.spec), group_of(s.spec), s.spec.name))
+    for group, members in groupby(ordered, key=lambda s: group_of(s.spec)):
         cards = "".join(card(s, now) for s in members)
         title = escape(group) if group else "ungrouped"
         groups.append(f'<section class="group" data-group="{escape(group)}"><h2>{title}</h2>'
