@@ -429,3 +429,29 @@ def test_image_matches_what_the_pod_expects(built: dict[str, Any]) -> None:
         for path in source.split():
             assert (ROOT / path).exists(), f"Dockerfile copies {path}, which is not in the repo"
 
+
+
+def test_documented_overlay_builds_as_described(tmp_path: Path) -> None:
+    """docs/kubernetes.md's overlay example: image, probes, release label, 5 shards."""
+    kubectl = require_binary("kubectl")
+    docs = (ROOT / "docs" / "kubernetes.md").read_text()
+    block = re.search(r"<!-- overlay example[^>]*-->\s*```yaml\n(.*?)```", docs, re.S)
+    assert block, "docs/kubernetes.md lost its overlay example"
+    (tmp_path / "probewatch").symlink_to(ROOT)
+    overlay = tmp_path / "my-probewatch"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(block[1])
+    mine = {"probes": [{"name": "mine", "kind": "tcp", "target": "127.0.0.1:9"}]}
+    (overlay / "probewatch.yml").write_text(yaml.safe_dump(mine))
+    result = subprocess.run([kubectl, "kustomize", str(overlay)], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    resources = [d for d in yaml.load_all(result.stdout, Loader=_Loader) if d]
+    statefulset = one(resources, "StatefulSet")
+    c = container(resources)
+    assert statefulset["spec"]["replicas"] == 5
+    assert {e["name"]: e["value"] for e in c["env"]}["PROBEWATCH_SHARDS"] == "5"
+    assert c["image"] == "registry.example.invalid/probewatch:0.1.0"
+    assert yaml.safe_load(one(resources, "ConfigMap", "probewatch-config")["data"]["probewatch.yml"]) == mine
+    for kind in CRD_FILES:
+        assert one(resources, kind)["metadata"]["labels"]["release"] == "kube-prometheus-stack"
