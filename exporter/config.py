@@ -58,6 +58,18 @@ class ApiSettings:
     allow_command: bool = False
 
 
+@dataclass
+class Shared:
+    """The shared fields as written; None means "take it from defaults"."""
+
+    target: str = ""
+    period: Duration | None = None
+    timeout: Duration | None = None
+    active: bool = True
+    labels: dict[str, str] = field(default_factory=dict)
+    failures: int | None = None
+
+
 @dataclass(frozen=True)
 class ProbeSpec:
     """One probe, resolved: defaults applied, options typed and checked."""
@@ -193,33 +205,28 @@ def parse_probe(
             hint = " (kind options go in a block named after the kind)" if kind_cls else ""
             problems.add(at(key), key, f"unknown key{hint}")
 
-    @dataclass
-    class Shared:
-        target: str = ""
-        period: Duration = defaults.period
-        timeout: Duration | None = defaults.timeout
-        active: bool = True
-        labels: dict[str, str] = field(default_factory=dict)
-        failures: int = defaults.failures
-
     shared_raw = LineDict({k: raw[k] for k in SHARED_KEYS[2:] if k in raw})
     shared_raw.line = lines.line if lines is not None else line
     shared_raw.key_lines = lines.key_lines if lines is not None else {}
     shared = build(Shared, shared_raw, problems, line=line)
+    period = timeout = 0.0
+    failures = 0
     if shared is not None:
+        period = shared.period if shared.period is not None else defaults.period
+        failures = shared.failures if shared.failures is not None else defaults.failures
+        timeout_set = shared.timeout if shared.timeout is not None else defaults.timeout
+        timeout = timeout_set if timeout_set is not None else min(DEFAULT_TIMEOUT, round(period * 0.8, 3))
         if not shared.target:
             shared.target = getattr(kind_cls, "default_target", "")
         if not shared.target:
             problems.add(at("target"), "target", "is required")
-        if shared.timeout is None:
-            shared.timeout = min(DEFAULT_TIMEOUT, round(shared.period * 0.8, 3))
-        if shared.timeout >= shared.period:
+        if timeout >= period:
             problems.add(
                 at("timeout") if "timeout" in raw else at("period"),
                 "timeout",
-                f"must be shorter than period ({format_duration(shared.period)})",
+                f"must be shorter than period ({format_duration(period)})",
             )
-        if shared.failures < 1:
+        if failures < 1:
             problems.add(at("failures"), "failures", "must be at least 1")
         for key, message in _label_problems(shared.labels):
             problems.add(at("labels"), key, message)
@@ -243,11 +250,11 @@ def parse_probe(
         name=name,
         kind=kind_name,
         target=shared.target,
-        period=shared.period,
-        timeout=shared.timeout,
+        period=period,
+        timeout=timeout,
         active=shared.active,
         labels=tuple(sorted(labels.items())),
-        failures=shared.failures,
+        failures=failures,
         options=options,
         source=source,
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import types
 import typing
 from dataclasses import dataclass
@@ -84,6 +85,9 @@ def convert(value: Any, tp: Any, key: str, line: int, problems: Problems) -> Any
         args = get_args(tp)
         if value is None and type(None) in args:
             return None
+        arms = [a for a in args if a is not type(None)]
+        if len(arms) == 1:  # Optional[X]: X's own message is the clearest
+            return convert(value, arms[0], key, line, problems)
         shaped: Problems | None = None
         for arg in args:
             if arg is type(None):
@@ -184,15 +188,22 @@ def _describe(value: Any) -> str:
     return repr(value)
 
 
+@functools.cache
+def _shape(cls: Any) -> tuple[dict[str, Any], dict[str, dataclasses.Field[Any]], dict[str, str]]:
+    """Type hints, init fields and key aliases of a dataclass (resolved once per class)."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    aliases = {f.metadata.get("key", f.name): f.name for f in fields.values()}
+    return hints, fields, aliases
+
+
 def build(cls: Any, raw: dict[str, Any], problems: Problems, prefix: str = "", line: int = 0) -> Any:
     """Build dataclass ``cls`` from mapping ``raw``; None when any key was bad.
 
     After the fields convert, ``cls.check(self)`` may return (key, message)
     pairs for checks across fields or compile-time checks (regexes, paths).
     """
-    hints = typing.get_type_hints(cls, include_extras=True)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    aliases = {f.metadata.get("key", f.name): f.name for f in fields.values()}
+    hints, fields, aliases = _shape(cls)
     kwargs: dict[str, Any] = {}
     before = len(problems)
     base_line = raw.line if isinstance(raw, LineDict) and raw.line else line

@@ -34,15 +34,27 @@ def phase(name: str, period: float) -> float:
 
 
 class _Entry:
-    """A running probe: its state, its kind instance and its loop task."""
+    """A scheduled probe: its state, its kind instance, its timer and its current run."""
 
-    def __init__(self, state: ProbeState) -> None:
+    __slots__ = ("handle", "next_at", "probe", "run_task", "state")
+
+    def __init__(self, state: ProbeState, probe: Any) -> None:
         self.state = state
-        self.task: asyncio.Task[None] | None = None
+        self.probe = probe
+        self.next_at = 0.0
+        self.handle: asyncio.TimerHandle | None = None
         self.run_task: asyncio.Task[None] | None = None
+
+    def cancel(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+        if self.run_task is not None:
+            self.run_task.cancel()
 
 
 class Scheduler:
+    """Runs probes on one event loop; each probe is a timer, not a task, between runs."""
+
     def __init__(self, telemetry: Telemetry,
                  on_change: Callable[[ProbeState], None] | None = None) -> None:
         self.telemetry = telemetry
@@ -73,24 +85,24 @@ class Scheduler:
         try:
             future.result(timeout)
         except Exception as exc:
-            log.warning("probes did not stop in time: %s", exc)
+            log.warning("probes did not stop in time", extra={"error": str(exc)})
         for kind in loaded_kinds():
             shutdown = getattr(kind, "shutdown", None)
             if callable(shutdown):
                 try:
                     shutdown()
                 except Exception as exc:
-                    log.warning("kind shutdown failed: %s", exc)
+                    log.warning("kind shutdown failed", extra={"error": str(exc)})
         loop.call_soon_threadsafe(loop.stop)
         if self._thread is not None:
             self._thread.join(timeout)
 
     async def _cancel_all(self) -> None:
-        tasks = [t for e in self._entries.values() for t in (e.task, e.run_task) if t]
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._entries = {}
+        entries, self._entries = list(self._entries.values()), {}
+        for entry in entries:
+            entry.cancel()
+        runs = [e.run_task for e in entries if e.run_task is not None]
+        await asyncio.gather(*runs, return_exceptions=True)
 
     # -- config ------------------------------------------------------------
     def apply(self, specs: list[ProbeSpec]) -> None:
@@ -99,6 +111,7 @@ class Scheduler:
         asyncio.run_coroutine_threadsafe(self._apply(specs), self._loop).result()
 
     async def _apply(self, specs: list[ProbeSpec]) -> None:
+        loop = asyncio.get_running_loop()
         old = self._entries
         new: dict[str, _Entry] = {}
         for spec in specs:
@@ -108,17 +121,15 @@ class Scheduler:
                     entry.state.spec = spec
                 new[spec.name] = entry
                 continue
-            entry = _Entry(ProbeState(spec))
+            entry = _Entry(ProbeState(spec), _make_probe(spec) if spec.active else None)
             if spec.active:
-                entry.task = asyncio.get_running_loop().create_task(
-                    self._loop_probe(entry), name=f"probe:{spec.name}")
+                entry.next_at = loop.time() + phase(spec.name, spec.period)
+                self._arm(entry, loop)
             new[spec.name] = entry
         stale = [e for name, e in old.items() if new.get(name) is not e]
         self._entries = new
         for entry in stale:
-            for t in (entry.task, entry.run_task):
-                if t:
-                    t.cancel()
+            entry.cancel()
         active = sum(1 for s in specs if s.active)
         self.telemetry.probes.labels("active").set(active)
         self.telemetry.probes.labels("inactive").set(len(specs) - active)
@@ -132,33 +143,26 @@ class Scheduler:
         return entry.state if entry else None
 
     # -- running -------------------------------------------------------------
-    async def _loop_probe(self, entry: _Entry) -> None:
-        loop = asyncio.get_running_loop()
-        spec = entry.state.spec
-        try:
-            probe: Any = get_kind(spec.kind)(spec)
-        except Exception as exc:
-            log.error("cannot set up probe", extra={"probe": spec.name, "error": str(exc)})
-            probe = _Broken(f"cannot set up probe: {type(exc).__name__}: {exc}")
-        next_at = loop.time() + phase(spec.name, spec.period)
-        while True:
-            entry.state.next_run_at = time.time() + max(0.0, next_at - loop.time())
-            delay = next_at - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            now = loop.time()
-            if entry.run_task is not None and not entry.run_task.done():
-                entry.state.skipped()
-            else:
-                self.telemetry.lag.observe(max(0.0, now - next_at))
-                entry.run_task = loop.create_task(self._run(entry, probe))
-            next_at += spec.period
-            if next_at <= now:  # fell more than a period behind: realign, don't burst
-                next_at += ((now - next_at) // spec.period + 1) * spec.period
+    def _arm(self, entry: _Entry, loop: asyncio.AbstractEventLoop) -> None:
+        entry.state.next_run_at = time.time() + max(0.0, entry.next_at - loop.time())
+        entry.handle = loop.call_at(entry.next_at, self._tick, entry, loop)
 
-    async def _run(self, entry: _Entry, probe: Any) -> None:
+    def _tick(self, entry: _Entry, loop: asyncio.AbstractEventLoop) -> None:
+        now = loop.time()
+        period = entry.state.spec.period
+        if entry.run_task is not None and not entry.run_task.done():
+            entry.state.skipped()
+        else:
+            self.telemetry.lag.observe(max(0.0, now - entry.next_at))
+            entry.run_task = loop.create_task(self._run(entry))
+        entry.next_at += period
+        if entry.next_at <= now:  # fell more than a period behind: realign, don't burst
+            entry.next_at += ((now - entry.next_at) // period + 1) * period
+        self._arm(entry, loop)
+
+    async def _run(self, entry: _Entry) -> None:
         state = entry.state
-        result, latency, started = await run_probe(probe, state.spec)
+        result, latency, started = await run_probe(entry.probe, state.spec)
         try:
             if state.record(result, latency, started):
                 log_change(state)
@@ -166,6 +170,14 @@ class Scheduler:
                     self.on_change(state)
         except Exception:
             log.exception("recording a result failed", extra={"probe": state.spec.name})
+
+
+def _make_probe(spec: ProbeSpec) -> Any:
+    try:
+        return get_kind(spec.kind)(spec)
+    except Exception as exc:
+        log.error("cannot set up probe", extra={"probe": spec.name, "error": str(exc)})
+        return _Broken(f"cannot set up probe: {type(exc).__name__}: {exc}")
 
 
 class _Broken:

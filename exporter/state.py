@@ -10,29 +10,15 @@ from __future__ import annotations
 
 import bisect
 import time
-from collections import deque
-from dataclasses import dataclass
 
 from probes.base import Result, truncate
 
 from .config import ProbeSpec
 from .exposition import LabelSet, ProbeLines, render_probe
+from .history import Run, RunHistory
 
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 RECENT_RUNS = 100
-
-
-@dataclass(frozen=True)
-class Run:
-    """One finished run, kept for the status API and page."""
-
-    started: float  # Unix time
-    latency: float
-    up: bool
-    code: int
-    reason: str
-    message: str
-    level_name: str | None = None
 
 
 class ProbeState:
@@ -52,7 +38,7 @@ class ProbeState:
         self.last_change_at = 0.0  # Unix time of the last up/down change
         self.next_run_at = 0.0  # Unix time of the next scheduled start
         self.created_at = time.time()
-        self.recent: deque[Run] = deque(maxlen=RECENT_RUNS)
+        self.recent = RunHistory(RECENT_RUNS)
         self.lines: ProbeLines = render_probe(self)
 
     @property
@@ -96,5 +82,5 @@ class ProbeState:
                      "last_run_at", "last_change_at", "next_run_at", "created_at"):
             setattr(self, attr, getattr(old, attr))
         self.bucket_counts = list(old.bucket_counts)
-        self.recent = deque(old.recent, maxlen=RECENT_RUNS)
+        self.recent = old.recent.copy()
         self.lines = render_probe(self)

@@ -8,6 +8,7 @@ message naming the extra to install.  Third-party kinds register through the
 
 from __future__ import annotations
 
+import functools
 import importlib
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -40,6 +41,7 @@ class KindUnavailable(Exception):
 _loaded: dict[str, Any] = {}
 
 
+@functools.cache
 def _entries() -> dict[str, KindEntry]:
     found = dict(BUILTIN)
     for ep in entry_points(group=ENTRY_POINT_GROUP):
@@ -47,8 +49,13 @@ def _entries() -> dict[str, KindEntry]:
     return found
 
 
+@functools.cache
+def _names() -> tuple[str, ...]:
+    return tuple(sorted(_entries()))
+
+
 def kind_names() -> list[str]:
-    return sorted(_entries())
+    return list(_names())
 
 
 def get_kind(name: str) -> Any:

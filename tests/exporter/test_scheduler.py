@@ -43,12 +43,16 @@ class _TestKind:
 @pytest.fixture
 def scheduler(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setitem(registry.BUILTIN, "testkind", registry.KindEntry("x:y"))
+    registry._entries.cache_clear()
+    registry._names.cache_clear()
     monkeypatch.setitem(registry._loaded, "testkind", _TestKind)
     _TestKind.starts = {}
     sched = Scheduler(Telemetry())
     sched.start()
     yield sched
     sched.stop()
+    registry._entries.cache_clear()
+    registry._names.cache_clear()
 
 
 def specs(text: str):

@@ -1,0 +1,88 @@
+"""The last runs of a probe, kept compactly.
+
+Ten thousand probes times 100 runs is a million runs: as objects that would be
+hundreds of MiB.  Here the numbers live in typed arrays and equal messages
+share one string, so a full history costs about 40 bytes a run.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from probes.base import REASONS
+
+_REASON_INDEX = {r: i + 1 for i, r in enumerate(REASONS)}  # 0 = up
+
+
+@dataclass(frozen=True)
+class Run:
+    """One finished run, as the status API and page show it."""
+
+    started: float  # Unix time
+    latency: float
+    up: bool
+    code: int
+    reason: str
+    message: str
+    level_name: str | None = None
+
+
+class RunHistory:
+    """A ring of the last ``size`` runs, oldest first when iterated."""
+
+    __slots__ = ("_code", "_latency", "_levels", "_messages", "_next", "_reason", "_started", "size")
+
+    def __init__(self, size: int = 100) -> None:
+        self.size = size
+        self._started = array("d")
+        self._latency = array("d")
+        self._code = array("q")
+        self._reason = bytearray()
+        self._messages: list[str] = []
+        self._levels: list[str | None] | None = None  # only kinds with levels pay for it
+        self._next = 0
+
+    def __len__(self) -> int:
+        return len(self._started)
+
+    def append(self, run: Run) -> None:
+        previous = self._messages[self._next - 1] if self._messages else None
+        message = previous if previous == run.message else run.message
+        reason = 0 if run.up else _REASON_INDEX.get(run.reason, _REASON_INDEX["error"])
+        if run.level_name is not None and self._levels is None:
+            self._levels = [None] * len(self._started)
+        if len(self._started) < self.size:
+            self._started.append(run.started)
+            self._latency.append(run.latency)
+            self._code.append(run.code)
+            self._reason.append(reason)
+            self._messages.append(message)
+            if self._levels is not None:
+                self._levels.append(run.level_name)
+            self._next = len(self._started) % self.size
+            return
+        i = self._next
+        self._started[i], self._latency[i], self._code[i] = run.started, run.latency, run.code
+        self._reason[i] = reason
+        self._messages[i] = message
+        if self._levels is not None:
+            self._levels[i] = run.level_name
+        self._next = (i + 1) % self.size
+
+    def __iter__(self) -> Iterator[Run]:
+        n = len(self._started)
+        start = self._next if n == self.size else 0
+        for k in range(n):
+            i = (start + k) % self.size if n == self.size else k
+            reason = self._reason[i]
+            yield Run(self._started[i], self._latency[i], reason == 0, self._code[i],
+                      "" if reason == 0 else REASONS[reason - 1], self._messages[i],
+                      self._levels[i] if self._levels is not None else None)
+
+    def copy(self) -> RunHistory:
+        other = RunHistory(self.size)
+        for run in self:
+            other.append(run)
+        return other
