@@ -1,0 +1,340 @@
+"""Ping a SIP server with OPTIONS, or place a call and hang up (Moniteur's sip.py).
+
+OPTIONS (the default) is up on a 2xx answer.  INVITE places a call and is up
+once it reaches ``success_state`` (CALLING, EARLY, CONNECTING or CONFIRMED;
+default CONFIRMED), then hangs up at once.  Return code: the final SIP status
+(200, 404, 486, 503 ...), or the last one when a call succeeded early (180);
+-1 when none came back.
+
+    - name: pbx
+      kind: sip
+      target: "sip:127.0.0.1:5060"
+      sip: {method: INVITE, success_state: EARLY}
+
+Every sip probe of the process goes through one pjsua2 endpoint driven by one
+worker thread (probes/sip_endpoint.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import ipaddress
+import logging
+import re
+import socket
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import pjsua2  # noqa: F401 - a missing extra fails the config check (probes/registry.py)
+
+from exporter.durations import format_duration
+
+from .base import Result, run_blocking
+from .sip_endpoint import (
+    Credentials,
+    SipEndpoint,
+    SipOutcome,
+    SipRequest,
+    SipUnavailable,
+)
+
+log = logging.getLogger("probewatch.sip")
+
+MARGIN = 0.05  # of the timeout, kept so a run reports its own timeout
+_URI_RE = re.compile(
+    r"^(?P<scheme>sips?):(?:(?P<user>[^@;?\s]+)@)?"
+    r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*)"
+    r"(?::(?P<port>\d{1,5}))?(?P<params>(?:;[^;?\s]*)*)$",
+    re.IGNORECASE)
+
+
+@dataclass
+class SipAuth:
+    """Credentials for servers that challenge (digest)."""
+
+    username: str
+    password_file: str
+    realm: str = ""
+
+    def check(self) -> list[tuple[str, str]]:
+        try:
+            read_password(self.password_file)
+        except ValueError as exc:
+            return [("password_file", str(exc))]
+        return []
+
+
+@dataclass
+class SipOptions:
+    method: Literal["OPTIONS", "INVITE"] = "OPTIONS"
+    success_state: Literal["CALLING", "EARLY", "CONNECTING", "CONFIRMED"] | None = None
+    local_port: int = 0
+    transport: Literal["udp", "tcp", "tls"] | None = None
+    auth: SipAuth | None = None
+    log_level: int = 3
+    ca_file: str = ""
+    insecure_skip_verify: bool = False
+
+    def check(self) -> list[tuple[str, str]]:
+        out = []
+        if self.success_state is not None and self.method != "INVITE":
+            out.append(("success_state", "is used only with method: INVITE"))
+        if not 0 <= self.local_port <= 65535:
+            out.append(("local_port", "must be from 0 (any) to 65535"))
+        if not 0 <= self.log_level <= 6:
+            out.append(("log_level", "must be a pjsip log level from 0 to 6"))
+        if self.ca_file:
+            try:
+                with open(self.ca_file, "rb"):
+                    pass
+            except OSError as exc:
+                out.append(("ca_file", f"cannot be read: {exc.strerror or exc}"))
+        return out
+
+
+@dataclass(frozen=True)
+class SipTarget:
+    scheme: str
+    host: str  # without brackets
+    port: int
+    params: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def family(self) -> int:
+        return 6 if ":" in self.host else 4
+
+
+def parse_target(uri: str) -> SipTarget:
+    """Parse sip:host[:port][;params] or sips:...; raise ValueError fit for a config error."""
+    match = _URI_RE.match(uri.strip())
+    if match is None:
+        raise ValueError(f"{uri!r} is not a SIP URI (sip:HOST[:PORT][;transport=tcp], sips:...;"
+                         " IPv6 as sip:[ADDRESS]:PORT)")
+    host = match["host"].strip("[]")
+    if match["host"].startswith("["):
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{host!r} in {uri!r} is not an IPv6 address") from None
+    scheme = match["scheme"].lower()
+    port = int(match["port"]) if match["port"] else (5061 if scheme == "sips" else 5060)
+    if not 0 < port < 65536:
+        raise ValueError(f"port {port} in {uri!r} is not from 1 to 65535")
+    params = {}
+    for part in (match["params"] or "").split(";")[1:]:
+        key, _, value = part.partition("=")
+        params[key.lower()] = value.lower()
+    transport = params.get("transport")
+    if transport is not None and transport not in ("udp", "tcp", "tls"):
+        raise ValueError(f"transport {transport!r} in {uri!r} is not udp, tcp or tls")
+    return SipTarget(scheme, host, port, params)
+
+
+def transport_of(target: SipTarget, option: str | None) -> str:
+    """The transport to use; raise ValueError when the URI and the option disagree."""
+    in_uri = target.params.get("transport")
+    if option and in_uri and option != in_uri:
+        raise ValueError(f"is {option} but the target says ;transport={in_uri}")
+    chosen = option or in_uri or ("tls" if target.scheme == "sips" else "udp")
+    if target.scheme == "sips" and chosen != "tls":
+        raise ValueError(f"is {chosen} but a sips: target needs tls")
+    return chosen
+
+
+def read_password(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            password = fh.read().rstrip("\r\n")
+    except OSError as exc:
+        raise ValueError(f"cannot be read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ValueError("is not UTF-8 text") from None
+    if not password:
+        raise ValueError("is empty")
+    return password
+
+
+class SipProbe:
+    __doc__ = __doc__
+    Options = SipOptions
+
+    def __init__(self, spec: Any) -> None:
+        self.spec = spec
+        self.options: SipOptions = spec.options
+        self.target = parse_target(spec.target)
+        self.transport = transport_of(self.target, self.options.transport)
+        self.uri = spec.target.strip()
+        if self.transport != "udp" and "transport" not in self.target.params \
+                and self.target.scheme == "sip":
+            self.uri += f";transport={self.transport}"
+        self.success_state = self.options.success_state or "CONFIRMED"
+        self.wait = spec.timeout * (1 - MARGIN)
+        _LEVELS.add(self.options.log_level)
+        if _ENDPOINT is None:  # start it now, off the event loop, so the first run needn't
+            threading.Thread(target=_start_quietly, name="pjsua2-start", daemon=True).start()
+
+    @classmethod
+    def validate(cls, spec: Any) -> list[tuple[str, str]]:
+        try:
+            target = parse_target(spec.target)
+        except ValueError as exc:
+            return [("target", str(exc))]
+        opts: SipOptions = spec.options
+        _LEVELS.add(opts.log_level)  # known before the endpoint starts with the highest
+        out = []
+        try:
+            transport = transport_of(target, opts.transport)
+        except ValueError as exc:
+            return [("sip.transport", str(exc))]
+        if (opts.ca_file or opts.insecure_skip_verify) and transport != "tls":
+            key = "sip.ca_file" if opts.ca_file else "sip.insecure_skip_verify"
+            out.append((key, "is used only with transport tls (or a sips: target)"))
+        return out
+
+    @classmethod
+    def shutdown(cls) -> None:
+        """Destroy the endpoint (calls hung up, accounts released) within 2 seconds."""
+        global _ENDPOINT
+        with _ENDPOINT_LOCK:
+            endpoint, _ENDPOINT = _ENDPOINT, None
+        if endpoint is not None and not endpoint.stop(1.8):
+            log.warning("the SIP endpoint did not stop within 1.8s")
+
+    async def run(self) -> Result:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.wait
+        try:
+            endpoint = await run_blocking(endpoint_for, max(_LEVELS, default=3))
+        except SipUnavailable as exc:
+            return Result.fail("error", str(exc))
+        try:
+            request = await self._request()
+        except OSError as exc:
+            reason = "refused" if isinstance(exc, ConnectionRefusedError) else "unreachable"
+            return Result.fail(reason, f"{self.spec.target}: {exc.strerror or exc}")
+        except ValueError as exc:
+            return Result.fail("error", f"sip.auth.password_file {exc}")
+        handle = endpoint.submit(request)
+        try:
+            outcome = await asyncio.wait_for(asyncio.shield(handle.future),
+                                             max(0.0, deadline - loop.time()))
+        except TimeoutError:
+            endpoint.abort(handle.ident)
+            return self._timed_out(handle.state)
+        except asyncio.CancelledError:
+            endpoint.abort(handle.ident)
+            raise
+        return self._result(outcome)
+
+    async def _request(self) -> SipRequest:
+        host, family = self.target.host, self.target.family
+        if not _is_ip(host):
+            loop = asyncio.get_running_loop()
+            infos = await loop.getaddrinfo(host, self.target.port, type=socket.SOCK_DGRAM)
+            family = 6 if infos[0][0] == socket.AF_INET6 else 4
+            host = str(infos[0][4][0])
+        auth = self.options.auth
+        creds = None
+        if auth is not None:
+            creds = Credentials(auth.username, read_password(auth.password_file), auth.realm)
+        return SipRequest(
+            method=self.options.method, uri=self.uri, transport=self.transport, family=family,
+            local_ip=local_address(host, self.target.port, family),
+            local_port=self.options.local_port, credentials=creds,
+            success_state=self.success_state, ca_file=self.options.ca_file,
+            verify_server=self.transport == "tls" and not self.options.insecure_skip_verify)
+
+    def _timed_out(self, state: str) -> Result:
+        within = format_duration(self.wait)
+        if self.options.method == "INVITE" and state:
+            return Result.fail("timeout", f"call to {self.spec.target} reached {state}, not"
+                               f" {self.success_state}, within {within}")
+        return Result.fail("timeout", f"no answer to {self.options.method} from"
+                           f" {self.spec.target} within {within}")
+
+    def _result(self, outcome: SipOutcome) -> Result:
+        method, target = self.options.method, self.spec.target
+        status = f"{outcome.code} {outcome.text}".strip()
+        if outcome.succeeded:
+            if method == "INVITE":
+                got = status if outcome.code > 0 else "no answer yet"
+                return Result.ok(outcome.code, f"call to {target} reached {outcome.state}"
+                                 f" ({got}); hung up")
+            return Result.ok(outcome.code, f"{status} to OPTIONS from {target}")
+        if outcome.origin == "transport":
+            text = outcome.text.lower()
+            reason = "refused" if "refused" in text else (
+                "tls" if any(w in text for w in ("ssl", "tls", "certif")) else "unreachable")
+            return Result.fail(reason, f"{target}: {outcome.text}")
+        if outcome.origin == "timer":
+            return Result.fail("timeout", f"no answer to {method} from {target} ({outcome.text})")
+        if outcome.origin in ("local", "stopping"):
+            return Result.fail("error", f"{method} to {target}: {outcome.text}")
+        code = outcome.code
+        if code in (401, 407) or (code == 403 and outcome.credentials_sent):
+            if self.options.auth is None:
+                return Result.fail("auth", f"{target} asks for credentials ({status});"
+                                   " set sip.auth", code=code)
+            return Result.fail("auth", f"{target} refused the credentials of"
+                               f" {self.options.auth.username!r} ({status})", code=code)
+        if code == 408:
+            return Result.fail("timeout", f"{status} from {target}", code=code)
+        where = f"; the call reached {outcome.state or 'no state'}" if method == "INVITE" else ""
+        return Result.fail("unexpected_code", f"{status} to {method} from {target}{where}",
+                           code=code)
+
+
+def local_address(host: str, port: int, family: int) -> str:
+    """The local address the kernel would use towards ``host``: bound and advertised."""
+    af = socket.AF_INET6 if family == 6 else socket.AF_INET
+    with socket.socket(af, socket.SOCK_DGRAM) as sock:
+        sock.connect((host, port))  # a UDP connect sends nothing: it picks the route
+        return str(sock.getsockname()[0])
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+# log_level of every sip probe set up so far: pjsip takes one level, when the endpoint starts.
+_LEVELS: set[int] = set()
+_ENDPOINT: SipEndpoint | None = None
+_ENDPOINT_LOCK = threading.Lock()
+_TOLD: set[int] = set()
+
+
+def endpoint_for(log_level: int) -> SipEndpoint:
+    """The running endpoint, started on first use (blocking: call it off the event loop)."""
+    global _ENDPOINT
+    with _ENDPOINT_LOCK:
+        if _ENDPOINT is not None and not _ENDPOINT.stopped:
+            if log_level > _ENDPOINT.log_level and log_level not in _TOLD:
+                _TOLD.add(log_level)
+                log.info("pjsip keeps the log level it started with until the exporter restarts",
+                         extra={"level": _ENDPOINT.log_level, "asked": log_level})
+            return _ENDPOINT
+        endpoint = SipEndpoint(log_level)
+        endpoint.start()
+        if _ENDPOINT is None:
+            atexit.register(_stop_at_exit)
+        _ENDPOINT = endpoint
+        return endpoint
+
+
+def _start_quietly() -> None:
+    try:
+        endpoint_for(max(_LEVELS, default=3))
+    except SipUnavailable as exc:  # the first run reports it
+        log.debug("the SIP endpoint did not start", extra={"error": str(exc)})
+
+
+def _stop_at_exit() -> None:
+    # pjsua2 objects still alive when the interpreter exits abort it; stop first.
+    SipProbe.shutdown()
+
