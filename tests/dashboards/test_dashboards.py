@@ -166,7 +166,7 @@ def test_variables_pick_datasource_group_and_probe(dashboard: dict[str, Any]) ->
         assert found[name]["datasource"] == DATASOURCE
         assert found[name]["definition"].startswith("label_values(probewatch_probe_up")
         assert found[name]["definition"].endswith(f", {name})")
-        assert found[name]["query"]["query"] == found[name]["definition"]
+        assert found[name]["query"] == found[name]["definition"]
 
 
 def test_every_query_uses_the_datasource_variable(dashboard: dict[str, Any]) -> None:
