@@ -102,18 +102,14 @@ class StatusApi:
 
     # -- writing -------------------------------------------------------------
     def put_probe(self, request: Request) -> Response:
-        config, refused = self._writable(request)
-        if refused is not None:
-            return refused
-        assert config is not None
+        config = self._writable(request, "change")
+        if isinstance(config, Response):
+            return config
         name = request.params["name"]
         try:
             raw = request.json()
         except ValueError as exc:
             return error(400, str(exc))
-        if name in config.by_name():
-            return error(409, f"probe {name!r} comes from the config file; "
-                              "change it there, not through the API")
         if isinstance(raw, dict) and command_refused(raw.get("kind"), config.api):
             return error(403, "command probes can be registered only with "
                               "api.allow_command: true in the config file")
@@ -134,14 +130,10 @@ class StatusApi:
         return Response.json(body, 201 if created else 200, headers=dict(NO_CACHE))
 
     def delete_probe(self, request: Request) -> Response:
-        config, refused = self._writable(request)
-        if refused is not None:
+        refused = self._writable(request, "remove")
+        if isinstance(refused, Response):
             return refused
-        assert config is not None
         name = request.params["name"]
-        if name in config.by_name():
-            return error(409, f"probe {name!r} comes from the config file; "
-                              "remove it there, not through the API")
         try:
             deleted = self.store().delete(name)
         except StoreError as exc:
@@ -157,27 +149,31 @@ class StatusApi:
         with self._apply_lock:
             self.exporter.apply()
 
-    def _writable(self, request: Request) -> tuple[Config | None, Response | None]:
-        """The config if this request may write; else the refusal to send."""
+    def _writable(self, request: Request, verb: str) -> Config | Response:
+        """The config if this request may write to the probe it names; else the refusal."""
         config = self.exporter.config
         if config is None:
-            return None, error(503, "probewatch is starting; try again")
+            return error(503, "probewatch is starting; try again")
         if not config.api.token_file:
-            return None, error(403, "registration is off: set api.token_file in the config file")
+            return error(403, "registration is off: set api.token_file in the config file")
         expected = read_token(config.api.token_file, config.path)
         if expected is None:
-            return None, error(503, "registration is unavailable: the token file cannot be "
-                                    "read (see the exporter log)")
+            return error(503, "registration is unavailable: the token file cannot be "
+                              "read (see the exporter log)")
         given = request.headers.get("Authorization") or ""
         scheme, _, token = given.partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(),
                                                                  expected.encode()):
-            return None, error(401, "a valid bearer token is required",
-                               headers={"WWW-Authenticate": 'Bearer realm="probewatch"'})
+            return error(401, "a valid bearer token is required",
+                         headers={"WWW-Authenticate": 'Bearer realm="probewatch"'})
         store = self.store()
         if store.broken:
-            return None, error(503, f"registration is off: {store.broken}")
-        return config, None
+            return error(503, f"registration is off: {store.broken}")
+        name = request.params["name"]
+        if name in config.by_name():
+            return error(409, f"probe {name!r} comes from the config file; "
+                              f"{verb} it there, not through the API")
+        return config
 
 
 def read_token(token_file: str, config_path: str) -> str | None:
