@@ -142,32 +142,33 @@ def _header(name: str, typ: str, help_text: str, openmetrics: bool) -> str:
     return f"# HELP {name} {help_text}\n# TYPE {name} {typ}\n"
 
 
-def render_probes(states: Iterable[ProbeState], openmetrics: bool = False) -> str:
-    """All probe families, grouped, with headers; no trailing # EOF."""
+def render_probes(states: Iterable[ProbeState], openmetrics: bool = False) -> list[bytes]:
+    """All probe families, grouped, with headers; no trailing # EOF.
+
+    Each family is encoded as soon as it is joined, so a scrape of 10,000
+    probes holds one family as text at a time, not the whole page three times.
+    """
     lines = [s.lines for s in states]
-    parts: list[str] = []
+    parts: list[bytes] = []
     for i, (name, typ, help_text) in enumerate(FAMILIES):
         body = "".join([pl.fixed[i] for pl in lines])
         if body:
-            parts.append(_header(name, typ, help_text, openmetrics))
-            parts.append(body)
+            parts.append((_header(name, typ, help_text, openmetrics) + body).encode())
     extras: dict[str, tuple[str, list[str]]] = {}
     for pl in lines:
         for metric, (help_text, text) in pl.extra.items():
             extras.setdefault(metric, (help_text, []))[1].append(text)
     for metric in sorted(extras):
         help_text, texts = extras[metric]
-        parts.append(_header(metric, "gauge", help_text, openmetrics))
-        parts.append("".join(texts))
-    return "".join(parts)
+        parts.append((_header(metric, "gauge", help_text, openmetrics) + "".join(texts)).encode())
+    return parts
 
 
-def merge_own(probe_text: str, own: bytes, openmetrics: bool) -> bytes:
-    """Append the exporter's own families (prometheus_client output) to the probe text."""
+def merge_own(probe_parts: list[bytes], own: bytes, openmetrics: bool) -> list[bytes]:
+    """Append the exporter's own families (prometheus_client output) to the probe families."""
     if openmetrics and own.endswith(b"# EOF\n"):
         own = own[: -len(b"# EOF\n")]
-    body = probe_text.encode("utf-8") + own
-    return body + b"# EOF\n" if openmetrics else body
+    return [*probe_parts, own, b"# EOF\n"] if openmetrics else [*probe_parts, own]
 
 
 def samples_of(state: ProbeState) -> list[str]:

@@ -44,7 +44,7 @@ class Request:
 @dataclass
 class Response:
     status: int = 200
-    body: bytes = b""
+    body: bytes | list[bytes] = b""  # a list is written piece by piece (large /metrics pages)
     content_type: str = "text/plain; charset=utf-8"
     headers: dict[str, str] = field(default_factory=dict)
 
@@ -113,12 +113,14 @@ def _make_handler(router: Router) -> type[BaseHTTPRequestHandler]:
                     response = Response.text("internal error\n", 500)
             self.send_response(response.status)
             self.send_header("Content-Type", response.content_type)
-            self.send_header("Content-Length", str(len(response.body)))
+            pieces = response.body if isinstance(response.body, list) else [response.body]
+            self.send_header("Content-Length", str(sum(len(p) for p in pieces)))
             for k, v in response.headers.items():
                 self.send_header(k, v)
             self.end_headers()
             if self.command != "HEAD":
-                self.wfile.write(response.body)
+                for piece in pieces:
+                    self.wfile.write(piece)
             log.info("request", extra={"method": self.command, "path": split.path,
                                        "status": response.status, "client": self.client_address[0]})
 

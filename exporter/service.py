@@ -100,9 +100,9 @@ class Exporter:
         self.scheduler.stop()
 
     # -- HTTP ----------------------------------------------------------------
-    def metrics(self, openmetrics: bool) -> bytes:
-        text = render_probes(self.scheduler.states(), openmetrics)
-        return merge_own(text, self.telemetry.render(openmetrics), openmetrics)
+    def metrics(self, openmetrics: bool) -> list[bytes]:
+        parts = render_probes(self.scheduler.states(), openmetrics)
+        return merge_own(parts, self.telemetry.render(openmetrics), openmetrics)
 
     def add_routes(self, router: Router) -> None:
         router.add("GET", "/metrics", self._get_metrics)

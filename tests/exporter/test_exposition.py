@@ -19,12 +19,16 @@ probes:
 """
 
 
+def render(states: list[ProbeState], openmetrics: bool = False) -> str:
+    return b"".join(render_probes(states, openmetrics)).decode()
+
+
 def states() -> list[ProbeState]:
     return [ProbeState(spec) for spec in parse_config(CONFIG, "x.yml").probes]
 
 
 def test_before_the_first_run_counters_exist_at_zero_and_up_does_not() -> None:
-    text = render_probes(states())
+    text = render(states())
     lab = 'probe="web",kind="tcp",target="127.0.0.1:80",group="front \\"end\\""'
     assert f"probewatch_probe_runs_total{{{lab}}} 0\n" in text
     assert f"probewatch_probe_failures_total{{{lab}}} 0\n" in text
@@ -36,7 +40,7 @@ def test_before_the_first_run_counters_exist_at_zero_and_up_does_not() -> None:
 def test_failed_run_exact_lines() -> None:
     web, idle = states()
     web.record(Result.fail("refused", 'connection "refused"\nreally'), 0.002, 1700000000.0)
-    text = render_probes([web, idle])
+    text = render([web, idle])
     lab = 'probe="web",kind="tcp",target="127.0.0.1:80",group="front \\"end\\""'
     for line in (
         "# TYPE probewatch_probe_up gauge",
@@ -59,7 +63,7 @@ def test_failure_info_disappears_when_up_and_readings_appear() -> None:
     web.record(Result.fail("timeout", "slow"), 1.0, 1.0)
     web.record(Result.ok(0, "fine", readings=[
         Reading("probewatch_probe_value", 0.5, "A value.", (("field", "load1"),))]), 0.1, 2.0)
-    text = render_probes([web])
+    text = render([web])
     assert "probewatch_probe_failure_info" not in text
     assert "probewatch_probe_consecutive_successes{" in text
     assert 'field="load1"} 0.5\n' in text
@@ -69,8 +73,8 @@ def test_both_formats_parse_and_agree() -> None:
     web, idle = states()
     web.record(Result.fail("refused", "no"), 0.01, 1.0)
     tel = Telemetry()
-    text = merge_own(render_probes([web, idle]), tel.render(False), False).decode()
-    om = merge_own(render_probes([web, idle], True), tel.render(True), True).decode()
+    text = b"".join(merge_own(render_probes([web, idle]), tel.render(False), False)).decode()
+    om = b"".join(merge_own(render_probes([web, idle], True), tel.render(True), True)).decode()
     assert om.endswith("# EOF\n") and om.count("# EOF") == 1
     fams_text = {f.name: f for f in parse_text(text)}
     fams_om = {f.name: f for f in parse_om(om)}

@@ -16,7 +16,8 @@ def test_keeps_the_last_runs_oldest_first() -> None:
     runs = list(history)
     assert [r.started for r in runs] == [7.0, 8.0, 9.0, 10.0, 11.0]
     assert [r.up for r in runs] == [True, True, False, True, True]
-    assert runs[2] == Run(9.0, 0.009, False, -1, "timeout", "m9")
+    assert runs[2] == Run(9.0, runs[2].latency, False, -1, "timeout", "m9")
+    assert abs(runs[2].latency - 0.009) < 1e-6  # float32 storage
     assert len(history) == 5
 
 
