@@ -116,6 +116,19 @@ def test_registration_round_trip_survives_restarts(tmp_path: Path, up: str) -> N
         assert registered(pw) == {}
 
 
+def test_registered_probes_survive_a_reload_and_take_the_new_defaults(
+        tmp_path: Path, up: str) -> None:
+    config = setup(tmp_path, up)
+    with serve(config, "--config.watch-interval=0") as pw:
+        assert put(pw, "extra", {"kind": "tcp", "target": up}).status_code == 201
+        wait_for(lambda: get(pw, "extra").json()["up"] is True, 10, what="extra to run")
+        config.write_text(config.read_text().replace("team: ops", "team: web"))
+        assert pw.post("/-/reload")[0] == 200
+        extra = get(pw, "extra").json()
+        assert (extra["source"], extra["labels"]) == ("api", {"team": "web"})
+        assert get(pw, "from-file").json()["labels"] == {"team": "web"}
+
+
 def test_writes_need_the_bearer_token(tmp_path: Path, up: str) -> None:
     config = setup(tmp_path, up)
     definition = {"kind": "tcp", "target": up}
