@@ -33,7 +33,8 @@ class Exporter:
         self.scheduler = Scheduler(self.telemetry, on_change=self._changed)
         self.config: Config | None = None
         self.ready = False
-        self._lock = threading.Lock()
+        # Serializes reloads and API registrations so the last change is the last applied.
+        self._lock = threading.RLock()
         self._file_digest = ""
         self._stop = threading.Event()
         # Other sources of probes (the status API's registered probes) plug in here.
@@ -72,11 +73,12 @@ class Exporter:
 
     def apply(self) -> None:
         """Hand the scheduler every probe of this shard: the file's, then the others'."""
-        assert self.config is not None
-        specs = {p.name: p for p in self.config.probes}
-        for spec in self.extra_probes():
-            specs.setdefault(spec.name, spec)
-        self.scheduler.apply([s for s in specs.values() if self.shard.owns(s.name)])
+        with self._lock:
+            assert self.config is not None
+            specs = {p.name: p for p in self.config.probes}
+            for spec in self.extra_probes():
+                specs.setdefault(spec.name, spec)
+            self.scheduler.apply([s for s in specs.values() if self.shard.owns(s.name)])
 
     def _changed(self, state: ProbeState) -> None:
         for listener in self.change_listeners:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support import ROOT, free_port, probewatch_argv, process, wait_for
+from tests.support import ROOT, free_port, probewatch_argv, process
 
 
 @dataclass
@@ -28,6 +29,12 @@ class Running:
                 return resp.status, resp.read().decode(), dict(resp.headers)
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode(), dict(exc.headers)
+
+    def ready(self) -> bool:
+        try:
+            return self.get("/-/ready")[0] == 200
+        except OSError:
+            return False
 
     def post(self, path: str) -> tuple[int, str]:
         request = urllib.request.Request(self.url + path, method="POST", data=b"")
@@ -51,16 +58,16 @@ class Running:
 
 @contextmanager
 def serve(config: Path, *extra: str) -> Iterator[Running]:
+    """The exporter on a free port; its output goes to a file beside the config."""
     port = free_port()
     argv = probewatch_argv("serve", f"--config.file={config}",
                            f"--web.listen-address=127.0.0.1:{port}", *extra)
-    with process(argv, cwd=ROOT) as proc:
+    log_path = config.with_name(config.stem + f".{port}.log")
+    with open(log_path, "w") as log, process(argv, cwd=ROOT, stdout=log) as proc:
         running = Running(proc, f"http://127.0.0.1:{port}", config)
-
-        def ready() -> bool:
-            if proc.poll() is not None:
-                raise AssertionError(f"exporter exited: {proc.stdout.read() if proc.stdout else ''}")
-            return running.get("/-/ready")[0] == 200
-
-        wait_for(ready, 15, what="exporter ready")
+        deadline = time.monotonic() + 15
+        while running.ready() is not True:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"exporter did not become ready:\n{log_path.read_text()}")
+            time.sleep(0.05)
         yield running
