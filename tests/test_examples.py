@@ -9,7 +9,7 @@ import pytest
 
 from tests.support import ROOT, probewatch_argv
 
-EXAMPLES = sorted((ROOT / "examples").glob("*.yml")) + [ROOT / "exporter" / "default.yml"]
+EXAMPLES = [*sorted((ROOT / "examples").glob("*.yml")), ROOT / "exporter" / "default.yml"]
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
