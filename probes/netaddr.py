@@ -33,3 +33,12 @@ def is_ip(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def target_problems(target: str) -> list[tuple[str, str]]:
+    """``validate`` for kinds whose target is host:port: the config error, if any."""
+    try:
+        split_host_port(target)
+    except ValueError as exc:
+        return [("target", str(exc))]
+    return []

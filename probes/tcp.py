@@ -22,7 +22,7 @@ from typing import Any
 
 from .base import Result, unescape
 from .expectations import TextExpectation, TextMatcher, decode_reply, shown
-from .netaddr import is_ip, split_host_port
+from .netaddr import is_ip, split_host_port, target_problems
 
 READ_LIMIT = 64 * 1024
 UNREACHABLE = {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EADDRNOTAVAIL}
@@ -73,11 +73,7 @@ class TcpProbe:
 
     @classmethod
     def validate(cls, spec: Any) -> list[tuple[str, str]]:
-        try:
-            split_host_port(spec.target)
-        except ValueError as exc:
-            return [("target", str(exc))]
-        return []
+        return target_problems(spec.target)
 
     async def run(self) -> Result:
         try:

@@ -39,7 +39,7 @@ from .expectations import (
     load_json,
     shown,
 )
-from .netaddr import split_host_port
+from .netaddr import split_host_port, target_problems
 from .tcp import UNREACHABLE
 
 UDP_PAYLOAD_LIMIT = 65507
@@ -163,11 +163,7 @@ class UdpProbe:
 
     @classmethod
     def validate(cls, spec: Any) -> list[tuple[str, str]]:
-        try:
-            split_host_port(spec.target)
-        except ValueError as exc:
-            return [("target", str(exc))]
-        return []
+        return target_problems(spec.target)
 
     async def run(self) -> Result:
         key = b""
