@@ -21,8 +21,10 @@ import asyncio
 import atexit
 import ipaddress
 import logging
+import os
 import re
 import socket
+import ssl
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -43,6 +45,10 @@ from .sip_endpoint import (
 log = logging.getLogger("probewatch.sip")
 
 MARGIN = 0.05  # of the timeout, kept so a run reports its own timeout
+# The pjsua2-python wheel's pjsua is built without PJ_HAS_IPV6: SIP runs over IPv6,
+# media cannot, so a call to an IPv6 peer cannot be placed.
+NO_IPV6_MEDIA = ("INVITE needs IPv6 media, which the pjsua2-python build lacks;"
+                 " probe IPv6 peers with OPTIONS")
 _URI_RE = re.compile(
     r"^(?P<scheme>sips?):(?:(?P<user>[^@;?\s]+)@)?"
     r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*)"
@@ -191,6 +197,8 @@ class SipProbe:
         if (opts.ca_file or opts.insecure_skip_verify) and transport != "tls":
             key = "sip.ca_file" if opts.ca_file else "sip.insecure_skip_verify"
             out.append((key, "is used only with transport tls (or a sips: target)"))
+        if opts.method == "INVITE" and target.family == 6:
+            out.append(("sip.method", NO_IPV6_MEDIA))
         return out
 
     @classmethod
@@ -216,6 +224,8 @@ class SipProbe:
             return Result.fail(reason, f"{self.spec.target}: {exc.strerror or exc}")
         except ValueError as exc:
             return Result.fail("error", f"sip.auth.password_file {exc}")
+        if request.method == "INVITE" and request.family == 6:
+            return Result.fail("error", f"{self.spec.target} resolves to IPv6: {NO_IPV6_MEDIA}")
         handle = endpoint.submit(request)
         try:
             outcome = await asyncio.wait_for(asyncio.shield(handle.future),
@@ -243,7 +253,7 @@ class SipProbe:
             method=self.options.method, uri=self.uri, transport=self.transport, family=family,
             local_ip=local_address(host, self.target.port, family),
             local_port=self.options.local_port, credentials=creds,
-            success_state=self.success_state, ca_file=self.options.ca_file,
+            success_state=self.success_state, ca_file=self.options.ca_file or system_ca_file(),
             verify_server=self.transport == "tls" and not self.options.insecure_skip_verify)
 
     def _timed_out(self, state: str) -> Result:
@@ -292,6 +302,15 @@ def local_address(host: str, port: int, family: int) -> str:
     with socket.socket(af, socket.SOCK_DGRAM) as sock:
         sock.connect((host, port))  # a UDP connect sends nothing: it picks the route
         return str(sock.getsockname()[0])
+
+
+def system_ca_file() -> str:
+    """The system's CA bundle, for verifying TLS peers when no ca_file is set."""
+    paths = ssl.get_default_verify_paths()
+    for candidate in (paths.cafile, paths.openssl_cafile):
+        if candidate and os.path.isfile(candidate):
+            return candidate
+    return ""
 
 
 def _is_ip(host: str) -> bool:

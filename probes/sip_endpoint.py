@@ -611,7 +611,7 @@ def _origin(event_type: int) -> str:
 
 def exc_text(exc: BaseException) -> str:
     if isinstance(exc, pj.Error):
-        return f"{exc.reason} ({exc.title})" if exc.title else str(exc.reason)
+        return str(exc.reason) or str(exc.title)
     return str(exc) or type(exc).__name__
 
 

@@ -293,6 +293,58 @@ def test_invite_behind_a_digest_challenge(tmp_path: Path, password: str, up: boo
     assert result.reason == ("" if up else "auth")
 
 
+# --- TLS ----------------------------------------------------------------------------------
+
+
+def write_certificate(directory: Path, name: str, san: str) -> tuple[Path, Path]:
+    """A self-signed certificate (its own CA) for ``san`` (an IP address or a DNS name)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"probewatch test {name}")])
+    now = datetime.datetime.now(datetime.UTC)
+    try:
+        alt: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(san))
+    except ValueError:
+        alt = x509.DNSName(san)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([alt]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = directory / f"{name}.crt", directory / f"{name}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.TraditionalOpenSSL,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+@pytest.mark.parametrize(("san", "options", "up", "reason"), [
+    ("127.0.0.1", "ca_file: {cert}", True, ""),
+    ("127.0.0.1", "", False, "tls"),  # the system's CAs do not know our test CA
+    ("other.example.invalid", "ca_file: {cert}", False, "tls"),  # the name does not match
+    ("other.example.invalid", "insecure_skip_verify: true", True, ""),
+])
+def test_sips_target_verifies_the_peer_certificate(tmp_path: Path, san: str, options: str,
+                                                   up: bool, reason: str) -> None:
+    cert, key = write_certificate(tmp_path, "peer", san)
+    with pjsua_peer("127.0.0.1", "tls", "--cert", str(cert), "--key", str(key)) as port:
+        result, _ = run_once(config(f"sips:127.0.0.1:{port}", options.format(cert=cert)))
+    assert (result.up, result.reason) == (up, reason), result.message
+    if not up:
+        assert result.message == (f"sips:127.0.0.1:{port}: SSL certificate verification error"
+                                  " (PJSIP_TLS_ECERTVERIF)")
+
+
 # --- config ---------------------------------------------------------------------------------
 
 SIP_FIXTURES = sorted(FIXTURES.glob("invalid-sip-*.yml"))
@@ -311,7 +363,7 @@ def test_bad_sip_config_names_file_line_probe_and_key(path: Path) -> None:
 def test_fixtures_cover_the_sip_checks() -> None:
     names = {p.stem.removeprefix("invalid-sip-") for p in SIP_FIXTURES}
     assert {"target", "transport", "success-state", "local-port", "log-level", "password-file",
-            "method", "tls-only", "uri-transport"} <= names
+            "method", "tls-only", "uri-transport", "invite-ipv6"} <= names
 
 
 def test_missing_pjsua2_fails_the_config_check_naming_the_extra(tmp_path: Path) -> None:
