@@ -34,6 +34,7 @@ import pjsua2  # noqa: F401 - a missing extra fails the config check (probes/reg
 from exporter.durations import format_duration
 
 from .base import Result, run_blocking
+from .netaddr import is_ip
 from .sip_endpoint import (
     Credentials,
     SipEndpoint,
@@ -240,7 +241,7 @@ class SipProbe:
 
     async def _request(self) -> SipRequest:
         host, family = self.target.host, self.target.family
-        if not _is_ip(host):
+        if not is_ip(host):
             loop = asyncio.get_running_loop()
             infos = await loop.getaddrinfo(host, self.target.port, type=socket.SOCK_DGRAM)
             family = 6 if infos[0][0] == socket.AF_INET6 else 4
@@ -311,14 +312,6 @@ def system_ca_file() -> str:
         if candidate and os.path.isfile(candidate):
             return candidate
     return ""
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 # log_level of every sip probe set up so far: pjsip takes one level, when the endpoint starts.
