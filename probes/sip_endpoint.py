@@ -53,10 +53,14 @@ TRANSPORT_TYPES = {
     ("tcp", 6): pj.PJSIP_TRANSPORT_TCP6, ("tls", 6): pj.PJSIP_TRANSPORT_TLS6,
 }
 REQUEST_HEADER = "X-Probewatch-Request"
-# pjsua's compiled-in limits: 8 transports (one is the wake transport), 8 accounts, 32 calls.
+# pjsua's compiled-in limits: 8 transports (one is the wake transport), 8 accounts, and
+# PJSUA_MAX_CALLS calls (32 by default, 4 in the pjsua2-python wheel: learned at run time).
 MAX_TRANSPORTS = 7
 MAX_ACCOUNTS = 8
 MAX_CALLS = 32
+PJ_ETOOMANY = 70010
+RETRY_CALL_SECONDS = 0.02
+SLOT_RELEASE_SECONDS = 5.0
 IDLE_SECONDS = 60.0
 POLL_MS = 100
 HANGUP_GRACE = 0.3
@@ -141,6 +145,8 @@ class _LogWriter(pj.LogWriter):
     def write(self, entry: Any) -> None:
         try:
             level = LOG_LEVELS.get(entry.level, logging.DEBUG)
+            if "PJ_ETOOMANY" in entry.msg:  # a full call table: the worker queues the call
+                level = logging.DEBUG
             if log.isEnabledFor(level):
                 text = entry.msg.rstrip()
                 log.log(level, text if "\n" in text else " ".join(text.split()),
@@ -194,6 +200,10 @@ class SipEndpoint:
         self._options: dict[int, Handle] = {}
         self._calls: dict[int, tuple[Handle, Any]] = {}
         self._call_queue: deque[Handle] = deque()
+        self._call_limit = MAX_CALLS
+        self._limit_learned = False
+        self._calls_retry_at = 0.0
+        self._last_call_end = 0.0
         self._hangups: list[int] = []
         self._released: list[Any] = []
         self._last_sweep = 0.0
@@ -314,7 +324,7 @@ class SipEndpoint:
         account.last_used = time.monotonic()
         if request.method == "OPTIONS":
             self._send_options(pending, None)
-        elif len(self._calls) >= MAX_CALLS:
+        elif len(self._calls) >= self._call_limit:
             self._call_queue.append(pending)
         else:
             self._place_call(pending)
@@ -382,7 +392,20 @@ class SipEndpoint:
         try:
             call.makeCall(pending.request.uri, prm)
         except pj.Error as exc:
-            self._forget_call(pending.ident)
+            self._forget_call(pending.ident, placed=False)
+            ending = time.monotonic() - self._last_call_end < SLOT_RELEASE_SECONDS
+            if exc.status == PJ_ETOOMANY and (self._calls or ending):
+                # pjsua's call table is full: wait for a free slot.  The first time, its
+                # size is what we hold; a slot frees only once its call's last transaction
+                # (the BYE or CANCEL) ends, so later refusals mean "try again shortly".
+                if not self._limit_learned:
+                    self._limit_learned = True
+                    self._call_limit = len(self._calls)
+                    log.info("pjsua places this many calls at once; further INVITEs wait",
+                             extra={"calls": self._call_limit})
+                self._call_queue.appendleft(pending)
+                self._calls_retry_at = time.monotonic() + RETRY_CALL_SECONDS
+                return
             self._settle(pending, SipOutcome(-1, exc_text(exc), "local"))
 
     def _call_state(self, call: Any, event: Any) -> None:
@@ -411,11 +434,13 @@ class SipEndpoint:
                                              state=pending.state))
             self._hangups.append(call.ident)
 
-    def _forget_call(self, ident: int) -> None:
+    def _forget_call(self, ident: int, placed: bool = True) -> None:
         entry = self._calls.pop(ident, None)
         if entry is None:
             return
         pending, call = entry
+        if placed:
+            self._last_call_end = time.monotonic()
         if pending.account is not None:
             pending.account.calls.discard(ident)
         self._released.append(call)  # released after the callback that told us returns
@@ -442,7 +467,8 @@ class SipEndpoint:
                     entry[1].hangup(pj.CallOpParam())
         self._hangups.clear()
         self._released.clear()
-        while self._call_queue and len(self._calls) < MAX_CALLS:
+        while (self._call_queue and len(self._calls) < self._call_limit
+               and time.monotonic() >= self._calls_retry_at):
             self._place_call(self._call_queue.popleft())
         now = time.monotonic()
         if now - self._last_sweep > 1.0:

@@ -421,3 +421,22 @@ def test_endpoint_can_be_started_again_after_shutdown(tmp_path: Path) -> None:
 def test_stop_is_safe_when_nothing_started() -> None:
     endpoint = sip.SipEndpoint()
     assert endpoint.stop() is True
+
+
+def test_more_calls_than_pjsua_allows_wait_for_a_free_slot(tmp_path: Path) -> None:
+    """pjsua places 32 calls at once; the 8 beyond wait in the worker, none fails."""
+    with sipp(tmp_path, None) as peer:
+        template = parse_config(config(peer.uri, "method: INVITE", timeout="5s"),
+                                "t.yml").probes[0]
+        specs = [dataclasses.replace(template, name=f"call{i}") for i in range(40)]
+
+        async def go() -> list[Result]:
+            async def one(spec: object) -> Result:
+                result, _, _ = await run_probe(sip.SipProbe(spec), spec)  # type: ignore[arg-type]
+                return result
+
+            return await asyncio.gather(*(one(s) for s in specs))
+
+        results = asyncio.run(go())
+        assert [r.message for r in results if not r.up] == [], sum(r.up for r in results)
+        wait_for(lambda: endpoint_calls() == 0, timeout=5, what="every call to be released")
