@@ -175,6 +175,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         pass
     else:
         attach_status(exporter, router)
+    # Signals first: once /-/ready answers, a SIGHUP must reload, not kill.
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=exporter.reload).start())
     host, port = args.listen
     try:
         server = HttpServer(router, host, port)
@@ -192,10 +197,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     log.info("probewatch started", extra={"address": f"{host or '0.0.0.0'}:{server.port}",
                                           "probes": len(exporter.scheduler.states()),
                                           "shard": str(shard), "version": __version__})
-    done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
-    signal.signal(signal.SIGINT, lambda *_: done.set())
-    signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=exporter.reload).start())
     while not done.wait(1.0):
         pass
     log.info("probewatch stopping")

@@ -21,6 +21,11 @@ class Running:
     proc: subprocess.Popen[str]
     url: str
     config: Path
+    output_path: Path
+
+    def output(self) -> str:
+        """What the exporter wrote to stdout and stderr so far."""
+        return self.output_path.read_text()
 
     def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, str, dict[str, str]]:
         request = urllib.request.Request(self.url + path, headers=headers or {})
@@ -64,7 +69,7 @@ def serve(config: Path, *extra: str) -> Iterator[Running]:
                            f"--web.listen-address=127.0.0.1:{port}", *extra)
     log_path = config.with_name(config.stem + f".{port}.log")
     with open(log_path, "w") as log, process(argv, cwd=ROOT, stdout=log) as proc:
-        running = Running(proc, f"http://127.0.0.1:{port}", config)
+        running = Running(proc, f"http://127.0.0.1:{port}", config, log_path)
         deadline = time.monotonic() + 15
         while running.ready() is not True:
             if proc.poll() is not None or time.monotonic() > deadline:

@@ -56,8 +56,8 @@ def test_an_unopenable_log_file_is_reported_once_and_stderr_used(tmp_path: Path)
     with serve(config, f"--log.file={log_file}") as pw:
         wait_for(lambda: probe_up(pw.url, "failing") is False, 10, what="failing to run")
         assert requests.get(f"{pw.url}/status", timeout=10).status_code == 503
-        proc = pw.proc
-    stderr = proc.stdout.read().splitlines() if proc.stdout else []
+        running = pw
+    stderr = running.output().splitlines()
     warnings = [line for line in stderr if "cannot open log file" in line]
     assert len(warnings) == 1, stderr
     assert warnings[0].startswith("ts=") and "level=warning" in warnings[0]
