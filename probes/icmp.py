@@ -131,7 +131,7 @@ class IcmpProbe:
         except SocketPermissionError:
             return permission_message()
         except (ICMPLibError, OSError) as exc:
-            return f"cannot open an {'ICMPv6' if family == 6 else 'ICMP'} socket: {exc}"
+            return f"cannot open an ICMPv{family} socket: {exc}"
         return None
 
     @classmethod
@@ -151,6 +151,8 @@ class IcmpProbe:
             pinger = pinger_for(loop, self.family)
         except SocketPermissionError:
             return Result.fail("error", permission_message())
+        except (ICMPLibError, OSError) as exc:
+            return Result.fail("error", f"cannot open an ICMPv{self.family} socket: {exc}")
         opts = self.options
         sent: list[_Echo] = []
         send_errors: list[str] = []
