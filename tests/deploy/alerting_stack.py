@@ -68,6 +68,19 @@ def is_ready(url: str, proc: Any, log: Path) -> bool:
         return False
 
 
+@contextmanager
+def serving(workdir: Path, name: str, argv: list[str]) -> Iterator[str]:
+    """Run a Prometheus-family server on a free loopback port, logging to
+    workdir/NAME.log, until it answers /-/ready; yield its URL."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = workdir / f"{name}.log"
+    argv = [*argv, f"--web.listen-address=127.0.0.1:{port}", f"--web.external-url={url}/"]
+    with log.open("w") as out, process(argv, stdout=out, stderr=out) as proc:
+        wait_for(lambda: is_ready(url, proc, log), 30, what=f"{name} ready")
+        yield url
+
+
 def tail(path: Path, lines: int = 30) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -229,14 +242,9 @@ def alertmanager(workdir: Path, config: dict[str, Any]) -> Iterator[Alertmanager
     binary = alertmanager_binary()
     path = workdir / "alertmanager.yml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = workdir / "alertmanager.log"
     argv = [binary, f"--config.file={path}", f"--storage.path={workdir / 'am-data'}",
-            f"--web.listen-address=127.0.0.1:{port}", f"--web.external-url={url}/",
             "--cluster.listen-address="]  # no gossip port: a single instance
-    with log.open("w") as out, process(argv, stdout=out, stderr=out) as proc:
-        wait_for(lambda: is_ready(url, proc, log), 30, what="Alertmanager ready")
+    with serving(workdir, "alertmanager", argv) as url:
         yield Alertmanager(url)
 
 
@@ -273,13 +281,8 @@ def prometheus(workdir: Path, rules: str, targets: list[str], alertmanager_url: 
     job["static_configs"] = [{"targets": targets}]
     path = workdir / "prometheus.yml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = workdir / "prometheus.log"
-    argv = [binary, f"--config.file={path}", f"--storage.tsdb.path={workdir / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}", f"--web.external-url={url}/"]
-    with log.open("w") as out, process(argv, stdout=out, stderr=out) as proc:
-        wait_for(lambda: is_ready(url, proc, log), 30, what="Prometheus ready")
+    argv = [binary, f"--config.file={path}", f"--storage.tsdb.path={workdir / 'tsdb'}"]
+    with serving(workdir, "prometheus", argv) as url:
         yield Prometheus(url)
 
 

@@ -14,9 +14,11 @@ with a test per thing a user would notice.
 
 from __future__ import annotations
 
+import itertools
 import os
 import secrets
 import signal
+import socket
 import socketserver
 import threading
 import time
@@ -41,7 +43,8 @@ from tests.deploy.alerting_stack import (
     with_window,
 )
 from tests.exporter.exporter_process import Running, serve
-from tests.support import free_port, wait_for
+from tests.probes.servers import TcpServer, closed_port
+from tests.support import wait_for
 
 WINDOW = "20s"
 PERIOD = 1.0
@@ -56,45 +59,39 @@ ADMINS = frozenset({"probewatch-admins@example.invalid", "ops@example.invalid"})
 SMTP_LOGIN = "probewatch@example.invalid"  # smtp_auth_username in the shipped config
 
 
-class ReusableServer(socketserver.ThreadingTCPServer):
+class ReusableServer(socketserver.TCPServer):
     allow_reuse_address = True  # reopen on the same port at once
-    daemon_threads = True
 
 
-class ReplyServer:
-    """A loopback tcp server answering each connection with reply(n); it can be
-    closed (connections refused) and reopened on the same port."""
+class ReopenableServer:
+    """A loopback tcp server that accepts and closes; closed, connections are
+    refused; reopened, it listens on the same port again."""
 
-    def __init__(self, reply: Callable[[int], bytes] = lambda n: b"") -> None:
-        self.reply = reply
-        self.connections = 0
+    def __init__(self) -> None:
         self.port = 0
-        self.server: socketserver.ThreadingTCPServer | None = None
+        self.server: ReusableServer | None = None
         self.thread: threading.Thread | None = None
 
     def open(self) -> None:
-        outer = self
-
-        class Handler(socketserver.BaseRequestHandler):
-            def handle(self) -> None:
-                outer.connections += 1
-                answer = outer.reply(outer.connections)
-                if answer:
-                    self.request.sendall(answer)
-
-        server = ReusableServer(("127.0.0.1", self.port), Handler)
-        self.port = server.server_address[1]
-        self.server = server
-        self.thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+        self.server = ReusableServer(("127.0.0.1", self.port), socketserver.BaseRequestHandler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
 
     def close(self) -> None:
-        if self.server is not None:
+        if self.server is not None and self.thread is not None:
             self.server.shutdown()
             self.server.server_close()
-            assert self.thread is not None
             self.thread.join(5)
             self.server = None
+
+
+def flaky_answer(count: Iterator[int]) -> Callable[[socket.socket], bytes]:
+    """OK, except BAD once every FLAKY_EVERY connections (from the 5th)."""
+    def answer(conn: socket.socket) -> bytes:
+        conn.sendall(b"BAD\n" if next(count) % FLAKY_EVERY == 5 else b"OK\n")
+        return b""
+    return answer
 
 
 def probe_config(probes: list[dict[str, object]]) -> str:
@@ -158,11 +155,10 @@ def run_scenario(workdir: Path) -> Outcome:
     password_file.write_text(password)
     with ExitStack() as stack:
         smtp = stack.enter_context(SmtpServer(workdir, SMTP_LOGIN, password).running())
-        shop = ReplyServer()
+        shop = ReopenableServer()
         shop.open()
         stack.callback(shop.close)
-        flaky = ReplyServer(lambda n: b"BAD\n" if n % FLAKY_EVERY == 5 else b"OK\n")
-        flaky.open()
+        flaky = TcpServer(flaky_answer(itertools.count(1)))
         stack.callback(flaky.close)
         outcome.shop_port = shop.port
 
@@ -174,7 +170,7 @@ def run_scenario(workdir: Path) -> Outcome:
              "failures": 3, "labels": {"group": "database"}, "tcp": {"expect": "OK"}},
         ]))
         config_b.write_text(probe_config([
-            {"name": "orders-db", "kind": "tcp", "target": f"127.0.0.1:{free_port()}",
+            {"name": "orders-db", "kind": "tcp", "target": f"127.0.0.1:{closed_port()}",
              "failures": 1, "labels": {"group": "database"}},
         ]))
         exporter_a = stack.enter_context(serve(config_a, f"--log.file={workdir / 'exporter-a.log'}"))
