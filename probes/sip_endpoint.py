@@ -221,7 +221,10 @@ class SipEndpoint:
         """Queue ``request``; its outcome arrives on the calling event loop as ``.future``."""
         loop = asyncio.get_running_loop()
         handle = Handle(next(self._idents), request, loop, loop.create_future())
-        self._post(("start", handle))
+        if self.stopped:
+            handle.future.set_result(SipOutcome(-1, "the exporter is stopping", "stopping"))
+        else:
+            self._post(("start", handle))
         return handle
 
     def abort(self, ident: int) -> None:
@@ -651,11 +654,12 @@ def _request_uri(message: str) -> str:
 def _stdout_into_log() -> Any:
     """Send what is written to file descriptor 1 meanwhile to the log (pjlib's first lines)."""
     try:
+        capture = tempfile.TemporaryFile()  # noqa: SIM115 - closed below
         saved = os.dup(1)
-    except OSError:
+    except OSError:  # no writable temp dir: leave stdout alone
         yield
         return
-    with tempfile.TemporaryFile() as capture:
+    with capture:
         os.dup2(capture.fileno(), 1)
         try:
             yield
