@@ -168,6 +168,25 @@ def test_options_answered_by_a_second_pjsua2_process(address: str, transport: st
     assert (result.up, result.code) == (True, 200), result.message
 
 
+def test_local_port_is_the_port_requests_come_from(tmp_path: Path) -> None:
+    local = free_port(socket.AF_INET, UDP)
+    with sipp(tmp_path, "options-200.xml") as peer:
+        result, _ = run_once(config(peer.uri, f"local_port: {local}"))
+        request = peer.received("OPTIONS")
+    assert (result.up, result.code) == (True, 200), result.message
+    assert f"Via: SIP/2.0/UDP 127.0.0.1:{local};" in request
+
+
+def test_local_port_in_use_is_an_error_naming_it() -> None:
+    with socket.socket(socket.AF_INET, UDP) as taken:
+        taken.bind(("127.0.0.1", 0))
+        local = taken.getsockname()[1]
+        result, _ = run_once(config("sip:127.0.0.1:5060", f"local_port: {local}"))
+    assert (result.up, result.reason) == (False, "error")
+    assert result.message == (f"OPTIONS to sip:127.0.0.1:5060: cannot open a SIP udp transport"
+                              f" on 127.0.0.1:{local}: Address already in use")
+
+
 def test_transport_option_adds_the_uri_parameter() -> None:
     with pjsua_peer("127.0.0.1", "tcp") as port:
         result, _ = run_once(config(f"sip:127.0.0.1:{port}", "transport: tcp"))
