@@ -325,6 +325,9 @@ def endpoint_for(log_level: int) -> SipEndpoint:
     """The running endpoint, started on first use (blocking: call it off the event loop)."""
     global _ENDPOINT
     with _ENDPOINT_LOCK:
+        if _ENDPOINT is not None and _ENDPOINT.failure:
+            # a failed teardown may leave pjlib half alive: a second endpoint would abort
+            raise SipUnavailable(f"{_ENDPOINT.failure}; restart the exporter")
         if _ENDPOINT is not None and not _ENDPOINT.stopped:
             if log_level > _ENDPOINT.log_level and log_level not in _TOLD:
                 _TOLD.add(log_level)

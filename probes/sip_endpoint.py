@@ -113,7 +113,12 @@ class SipUnavailable(Exception):
 
 @dataclass
 class Handle:
-    """One queued request.  The worker sets ``state`` (INVITE) and settles ``future``."""
+    """One queued request.  The worker sets ``state`` (INVITE) and settles ``future``.
+
+    ``account`` is the worker's, set while the request is in flight and cleared when
+    it ends: the probe holds the Handle, and a pjsua2 object whose last reference
+    goes away in the probe's thread would be destroyed there, aborting pjlib.
+    """
 
     ident: int
     request: SipRequest
@@ -192,6 +197,7 @@ class SipEndpoint:
         self._wake_sent = False
         self._idents = itertools.count(1)
         self.stopped = False
+        self.failure = ""  # why the worker died; pjsua2 cannot be started again then
         # worker-thread state
         self._ep: Any = None
         self._transports: dict[tuple[Any, ...], int] = {}
@@ -262,8 +268,12 @@ class SipEndpoint:
                 if self._run_jobs():
                     break
                 self._ep.libHandleEvents(poll)
-                self._after_events()
-        except Exception:  # keep the teardown below
+                try:
+                    self._after_events()
+                except Exception:  # one bad request must not stop every sip probe
+                    log.exception("SIP worker housekeeping failed")
+        except Exception as exc:  # keep the teardown below
+            self.failure = f"the SIP worker failed: {type(exc).__name__}: {exc}"
             log.exception("the SIP worker failed")
         self._teardown()
 
@@ -310,10 +320,15 @@ class SipEndpoint:
                 return False
             if job[0] == "stop":
                 return True
-            if job[0] == "start":
-                self._begin(job[1])
-            elif job[0] == "abort":
-                self._abort(job[1])
+            try:
+                if job[0] == "start":
+                    self._begin(job[1])
+                elif job[0] == "abort":
+                    self._abort(job[1])
+            except Exception as exc:  # one bad request must not stop every sip probe
+                log.exception("a SIP request failed in the worker")
+                if job[0] == "start":
+                    self._settle(job[1], SipOutcome(-1, f"{type(exc).__name__}: {exc}", "local"))
         return False
 
     def _begin(self, pending: Handle) -> None:
@@ -346,6 +361,7 @@ class SipEndpoint:
         try:
             pending.account.obj.sendRequest(prm)
         except pj.Error as exc:
+            pending.account = None
             self._settle(pending, SipOutcome(-1, exc_text(exc), "local"))
             return
         self._options[pending.ident] = pending
@@ -360,12 +376,14 @@ class SipEndpoint:
         ident = int(match.group(1))
         pending = self._options.pop(ident, None)
         if pending is None:
-            for account in self._accounts.values():
-                account.in_flight.discard(ident)
+            for known in self._accounts.values():
+                known.in_flight.discard(ident)
             return
-        assert pending.account is not None
-        pending.account.in_flight.discard(ident)
-        if pending.settled:  # the probe gave up on it
+        account = pending.account
+        pending.account = None  # see Handle: the probe's side must not hold pjsua2 objects
+        if account is not None:
+            account.in_flight.discard(ident)
+        if pending.settled or account is None:  # the probe gave up on it, or we are stopping
             return
         code, text = int(tsx.statusCode), str(tsx.statusText)
         origin = _origin(tsx_event.type)
@@ -375,6 +393,7 @@ class SipEndpoint:
                                    _request_uri(tsx.lastTx.wholeMsg), creds)
             if isinstance(answer, str):
                 pending.attempt = 2
+                pending.account = account
                 header = "Authorization" if code == 401 else "Proxy-Authorization"
                 self._send_options(pending, (header, answer))
                 return
@@ -409,6 +428,7 @@ class SipEndpoint:
                 self._call_queue.appendleft(pending)
                 self._calls_retry_at = time.monotonic() + RETRY_CALL_SECONDS
                 return
+            pending.account = None
             self._settle(pending, SipOutcome(-1, exc_text(exc), "local"))
 
     def _call_state(self, call: Any, event: Any) -> None:
@@ -446,6 +466,8 @@ class SipEndpoint:
             self._last_call_end = time.monotonic()
         if pending.account is not None:
             pending.account.calls.discard(ident)
+            if placed:  # a call that could not be placed may be placed again
+                pending.account = None
         self._released.append(call)  # released after the callback that told us returns
 
     def _abort(self, ident: int) -> None:
@@ -456,6 +478,7 @@ class SipEndpoint:
         for i, queued in enumerate(self._call_queue):
             if queued.ident == ident:
                 del self._call_queue[i]
+                queued.account = None
                 return
         entry = self._calls.get(ident)
         if entry is not None:
@@ -572,13 +595,12 @@ class SipEndpoint:
 
     def _teardown(self) -> None:
         self.stopped = True
-        stopping = SipOutcome(-1, "the exporter is stopping", "stopping")
-        for pending in [*self._options.values(), *(p for p, _ in self._calls.values()),
-                        *self._call_queue]:
+        stopping = SipOutcome(-1, self.failure or "the exporter is stopping", "stopping")
+        handles = [*self._options.values(), *(p for p, _ in self._calls.values()),
+                   *self._call_queue, *(job[1] for job in _drain(self._jobs) if job[0] == "start")]
+        for pending in handles:
             self._settle(pending, stopping)
-        for job in _drain(self._jobs):
-            if job[0] == "start":
-                self._settle(job[1], stopping)
+            pending.account = None  # only the worker's tables hold accounts from here on
         self._call_queue.clear()
         ep = self._ep
         if ep is None:
