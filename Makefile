@@ -43,8 +43,10 @@ typecheck: $(BIN)/.installed-test
 pytest: $(BIN)/.installed-test
 	CI=$${CI:-} $(BIN)/pytest -ra -q
 
+# Benchmarks print each figure beside its goal and write bench/results/*.json.
 bench: $(BIN)/.installed-test
 	$(BIN)/python bench/bench_tcp.py
+	$(BIN)/python bench/bench_icmp_sip.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache

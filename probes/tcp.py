@@ -59,6 +59,7 @@ class TcpProbe:
         self.spec = spec
         self.options: TcpOptions = spec.options
         self.host, self.port = split_host_port(spec.target)
+        self.literal_ip = is_ip(self.host)  # no resolver round trip for addresses
         self.send = unescape(self.options.send).encode()
         self.bye = unescape(self.options.bye).encode()
         self.matcher = TextMatcher(self.options.expect) if self.options.expect else None
@@ -93,7 +94,7 @@ class TcpProbe:
     async def _connect_only(self) -> Result:
         """Just a connect: a bare non-blocking socket is far cheaper than streams."""
         loop = asyncio.get_running_loop()
-        if is_ip(self.host):
+        if self.literal_ip:
             family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
             address: Any = (self.host, self.port)
         else:
