@@ -8,8 +8,6 @@ PromQL must parse and return data, as the operator would see it in Grafana.
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import json
 import os
 import ssl
@@ -23,10 +21,6 @@ from typing import Any
 import pytest
 import requests
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from tests.dashboards.test_dashboards import (
     RULES,
@@ -38,7 +32,7 @@ from tests.dashboards.test_dashboards import (
 )
 from tests.exporter.exporter_process import serve
 from tests.probes.servers import closed_port
-from tests.support import free_port, missing, process, require_binary, wait_for
+from tests.support import free_port, missing, process, require_binary, self_signed_certificate, wait_for
 
 # What Grafana puts in for its own variables; short, as the scrape is every second.
 BUILTINS = {"__rate_interval": "15s", "__range": "5m", "__interval": "1s"}
@@ -64,30 +58,6 @@ def must_have_data(panel: dict[str, Any]) -> bool:
     return icmp_usable() or panel["title"] not in ICMP_PANELS
 
 
-def self_signed(tmp: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 valid for CERT_DAYS, and its key."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "probewatch e2e")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(days=CERT_DAYS))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                       critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_path, key_path
-
-
 class _StatusHandler(BaseHTTPRequestHandler):
     """/status: a JSON status document at Warning level; anything else: a small page."""
 
@@ -110,7 +80,8 @@ class _StatusHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def https_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    cert, key = self_signed(tmp_path_factory.mktemp("tls"))
+    cert, key = self_signed_certificate(tmp_path_factory.mktemp("tls"), days=CERT_DAYS,
+                                        common_name="probewatch e2e")
     server = ThreadingHTTPServer(("127.0.0.1", 0), _StatusHandler)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)

@@ -10,10 +10,8 @@ the addresses; Alertmanager's timings and the SMTP server's certificate.
 
 from __future__ import annotations
 
-import datetime
 import email
 import email.policy
-import ipaddress
 import json
 import shutil
 import ssl
@@ -30,12 +28,8 @@ from typing import Any
 import yaml
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
-from tests.support import ROOT, free_port, missing, process, require_binary, wait_for
+from tests.support import ROOT, free_port, missing, process, require_binary, self_signed_certificate, wait_for
 
 RULES = ROOT / "deploy" / "prometheus" / "rules.yml"
 PROMETHEUS_EXAMPLE = ROOT / "deploy" / "prometheus" / "prometheus.yml"
@@ -91,30 +85,6 @@ def tail(path: Path, lines: int = 30) -> str:
 # --- SMTP -------------------------------------------------------------------
 
 
-def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 (its own CA), written as PEM: (cert, key)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "probewatch test SMTP")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName(
-            [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "smtp-cert.pem", directory / "smtp-key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
-    return cert_path, key_path
-
-
 @dataclass(frozen=True)
 class Mail:
     received: float  # time.time() when the server accepted it
@@ -140,7 +110,8 @@ class SmtpServer:
 
     @contextmanager
     def running(self) -> Iterator[SmtpServer]:
-        cert, key = self_signed_certificate(self.workdir)
+        cert, key = self_signed_certificate(self.workdir, common_name="probewatch test SMTP",
+                                            prefix="smtp-")
         self.ca_file = cert
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(cert, key)
