@@ -42,6 +42,7 @@ from .sip_endpoint import (
     SipRequest,
     SipUnavailable,
 )
+from .tls import unreadable
 
 log = logging.getLogger("probewatch.sip")
 
@@ -92,12 +93,8 @@ class SipOptions:
             out.append(("local_port", "must be from 0 (any) to 65535"))
         if not 0 <= self.log_level <= 6:
             out.append(("log_level", "must be a pjsip log level from 0 to 6"))
-        if self.ca_file:
-            try:
-                with open(self.ca_file, "rb"):
-                    pass
-            except OSError as exc:
-                out.append(("ca_file", f"cannot be read: {exc.strerror or exc}"))
+        if problem := unreadable(self.ca_file):
+            out.append(("ca_file", problem))
         return out
 
 

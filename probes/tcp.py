@@ -23,6 +23,7 @@ from typing import Any
 from .base import Result, unescape
 from .expectations import TextExpectation, TextMatcher, decode_reply, shown
 from .netaddr import is_ip, split_host_port, target_problems
+from .tls import unreadable
 
 READ_LIMIT = 64 * 1024
 UNREACHABLE = {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EADDRNOTAVAIL}
@@ -42,12 +43,8 @@ class TcpOptions:
         out = []
         if self.ca_file and not self.tls:
             out.append(("ca_file", "is used only with tls: true"))
-        if self.ca_file:
-            try:
-                with open(self.ca_file, "rb"):
-                    pass
-            except OSError as exc:
-                out.append(("ca_file", f"cannot be read: {exc.strerror or exc}"))
+        if problem := unreadable(self.ca_file):
+            out.append(("ca_file", problem))
         return out
 
 
