@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .config import ProbeSpec
@@ -69,8 +69,10 @@ class LabelSet:
 
 @dataclass(frozen=True)
 class ProbeLines:
-    fixed: tuple[str, ...]  # one string per FAMILIES entry ("" when absent)
-    extra: dict[str, tuple[str, str]]  # metric name -> (help, lines)
+    """One probe's sample lines, encoded once per run so a scrape only joins bytes."""
+
+    fixed: tuple[bytes, ...]  # one entry per FAMILIES entry (b"" when absent)
+    extra: dict[str, tuple[str, bytes]]  # metric name -> (help, lines)
 
 
 def render_probe(state: ProbeState) -> ProbeLines:
@@ -130,7 +132,8 @@ def render_probe(state: ProbeState) -> ProbeLines:
             line = f"{reading.metric}{{{lab}{more}}} {fmt(reading.value)}\n"
             help_text, lines = extra.get(reading.metric, (reading.help, ""))
             extra[reading.metric] = (help_text, lines + line)
-    return ProbeLines(tuple(out), extra)
+    return ProbeLines(tuple(chunk.encode() for chunk in out),
+                      {k: (h, text.encode()) for k, (h, text) in extra.items()})
 
 
 def _header(name: str, typ: str, help_text: str, openmetrics: bool) -> str:
@@ -155,19 +158,19 @@ def render_probes(states: Iterable[ProbeState], openmetrics: bool = False) -> li
         # Joined in blocks: a single join of 10,000 probes holds the GIL for tens
         # of milliseconds, and the scheduler's event loop would wait for it.
         blocks = [
-            "".join([pl.fixed[i] for pl in lines[start:start + _BLOCK]]).encode()
+            b"".join([pl.fixed[i] for pl in lines[start:start + _BLOCK]])
             for start in range(0, len(lines), _BLOCK)
         ]
         if any(blocks):
             parts.append(_header(name, typ, help_text, openmetrics).encode())
             parts.extend(b for b in blocks if b)
-    extras: dict[str, tuple[str, list[str]]] = {}
+    extras: dict[str, tuple[str, list[bytes]]] = {}
     for pl in lines:
         for metric, (help_text, text) in pl.extra.items():
             extras.setdefault(metric, (help_text, []))[1].append(text)
     for metric in sorted(extras):
         help_text, texts = extras[metric]
-        parts.append((_header(metric, "gauge", help_text, openmetrics) + "".join(texts)).encode())
+        parts.append(_header(metric, "gauge", help_text, openmetrics).encode() + b"".join(texts))
     return parts
 
 
@@ -180,7 +183,7 @@ def merge_own(probe_parts: list[bytes], own: bytes, openmetrics: bool) -> list[b
 
 def samples_of(state: ProbeState) -> list[str]:
     """The sample lines one probe exports (for `probewatch probe`)."""
-    out: list[Any] = [line for chunk in state.lines.fixed for line in chunk.splitlines()]
+    out = [line for chunk in state.lines.fixed for line in chunk.decode().splitlines()]
     for _, text in state.lines.extra.values():
-        out.extend(text.splitlines())
+        out.extend(text.decode().splitlines())
     return out
