@@ -194,9 +194,10 @@ def test_local_port_in_use_is_an_error_naming_it() -> None:
     with socket.socket(socket.AF_INET, UDP) as taken:
         taken.bind(("127.0.0.1", 0))
         local = taken.getsockname()[1]
-        result, _ = run_once(config("sip:127.0.0.1:5060", f"local_port: {local}"))
+        peer = free_port(socket.AF_INET, UDP)
+        result, _ = run_once(config(f"sip:127.0.0.1:{peer}", f"local_port: {local}"))
     assert (result.up, result.reason) == (False, "error")
-    assert result.message == (f"OPTIONS to sip:127.0.0.1:5060: cannot open a SIP udp transport"
+    assert result.message == (f"OPTIONS to sip:127.0.0.1:{peer}: cannot open a SIP udp transport"
                               f" on 127.0.0.1:{local}: Address already in use")
 
 
@@ -393,7 +394,7 @@ def test_fixtures_cover_the_sip_checks() -> None:
 
 def test_missing_pjsua2_fails_the_config_check_naming_the_extra(tmp_path: Path) -> None:
     path = tmp_path / "sip.yml"
-    path.write_text(config("sip:127.0.0.1:5060"))
+    path.write_text(config(f"sip:127.0.0.1:{free_port(socket.AF_INET, UDP)}"))
     # None in sys.modules makes `import pjsua2` fail as if the wheel were not installed
     code = ("import sys; sys.modules['pjsua2'] = None; from exporter.cli import main;"
             f" sys.exit(main(['check', '--config.file={path}']))")
