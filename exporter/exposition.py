@@ -82,20 +82,17 @@ def render_probe(state: ProbeState) -> ProbeLines:
     lab = state.labels.text
     out = [""] * len(FAMILIES)
     extra: dict[str, tuple[str, str]] = {}
+
+    def put(family: str, value: float, sample: str = "") -> None:
+        out[INDEX[family]] = f"{sample or family}{{{lab}}} {fmt(value)}\n"
+
     if spec.active:
-        out[INDEX["probewatch_probe_runs"]] = f"probewatch_probe_runs_total{{{lab}}} {state.runs_total}\n"
-        out[INDEX["probewatch_probe_failures"]] = (
-            f"probewatch_probe_failures_total{{{lab}}} {state.failures_total}\n"
-        )
-        out[INDEX["probewatch_probe_skipped"]] = (
-            f"probewatch_probe_skipped_total{{{lab}}} {state.skipped_total}\n"
-        )
-        out[INDEX["probewatch_probe_failure_threshold"]] = (
-            f"probewatch_probe_failure_threshold{{{lab}}} {spec.failures}\n"
-        )
-        out[INDEX["probewatch_probe_period_seconds"]] = (
-            f"probewatch_probe_period_seconds{{{lab}}} {fmt(spec.period)}\n"
-        )
+        # Present from start, so increase() and the rules see the first failure.
+        put("probewatch_probe_runs", state.runs_total, "probewatch_probe_runs_total")
+        put("probewatch_probe_failures", state.failures_total, "probewatch_probe_failures_total")
+        put("probewatch_probe_skipped", state.skipped_total, "probewatch_probe_skipped_total")
+        put("probewatch_probe_failure_threshold", spec.failures)
+        put("probewatch_probe_period_seconds", spec.period)
         cumulative, buckets = 0, []
         for bound, count in zip((*DURATION_BUCKETS, math.inf), state.bucket_counts, strict=True):
             cumulative += count
@@ -106,22 +103,12 @@ def render_probe(state: ProbeState) -> ProbeLines:
         out[INDEX["probewatch_probe_duration_seconds"]] = "".join(buckets)
     last = state.last
     if spec.active and last is not None:
-        out[INDEX["probewatch_probe_up"]] = f"probewatch_probe_up{{{lab}}} {int(last.up)}\n"
-        out[INDEX["probewatch_probe_latency_seconds"]] = (
-            f"probewatch_probe_latency_seconds{{{lab}}} {fmt(state.last_latency)}\n"
-        )
-        out[INDEX["probewatch_probe_return_code"]] = (
-            f"probewatch_probe_return_code{{{lab}}} {last.code}\n"
-        )
-        out[INDEX["probewatch_probe_last_run_timestamp_seconds"]] = (
-            f"probewatch_probe_last_run_timestamp_seconds{{{lab}}} {fmt(state.last_run_at)}\n"
-        )
-        out[INDEX["probewatch_probe_consecutive_failures"]] = (
-            f"probewatch_probe_consecutive_failures{{{lab}}} {state.consecutive_failures}\n"
-        )
-        out[INDEX["probewatch_probe_consecutive_successes"]] = (
-            f"probewatch_probe_consecutive_successes{{{lab}}} {state.consecutive_successes}\n"
-        )
+        put("probewatch_probe_up", int(last.up))
+        put("probewatch_probe_latency_seconds", state.last_latency)
+        put("probewatch_probe_return_code", last.code)
+        put("probewatch_probe_last_run_timestamp_seconds", state.last_run_at)
+        put("probewatch_probe_consecutive_failures", state.consecutive_failures)
+        put("probewatch_probe_consecutive_successes", state.consecutive_successes)
         if not last.up:
             out[INDEX["probewatch_probe_failure"]] = (
                 f'probewatch_probe_failure_info{{{lab},reason="{escape(last.reason)}",'
