@@ -23,7 +23,7 @@ from typing import Any
 from .base import Result, unescape
 from .expectations import TextExpectation, TextMatcher, decode_reply, shown
 from .netaddr import is_ip, split_host_port, target_problems
-from .tls import unreadable
+from .tls import TlsOptions, ssl_context, ssl_reason, unreadable
 
 READ_LIMIT = 64 * 1024
 UNREACHABLE = {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EADDRNOTAVAIL}
@@ -61,13 +61,10 @@ class TcpProbe:
         self.bye = unescape(self.options.bye).encode()
         self.matcher = TextMatcher(self.options.expect) if self.options.expect else None
         self.plain = not (self.send or self.bye or self.matcher or self.options.tls)
-        self.ssl: ssl.SSLContext | None = None
+        self.tls: TlsOptions | None = None
         if self.options.tls:
-            ctx = ssl.create_default_context(cafile=self.options.ca_file or None)
-            if self.options.insecure_skip_verify:
-                ctx.check_hostname = False
-                ctx.verify_mode = ssl.CERT_NONE
-            self.ssl = ctx
+            self.tls = TlsOptions(ca_file=self.options.ca_file, server_name=self.options.server_name,
+                                  insecure_skip_verify=self.options.insecure_skip_verify)
 
     @classmethod
     def validate(cls, spec: Any) -> list[tuple[str, str]]:
@@ -83,7 +80,7 @@ class TcpProbe:
         except socket.gaierror as exc:
             return Result.fail("unreachable", f"cannot resolve {self.host}: {exc.strerror}")
         except ssl.SSLError as exc:
-            return Result.fail("tls", f"TLS handshake with {self.spec.target} failed: {exc.reason or exc}")
+            return Result.fail("tls", f"TLS handshake with {self.spec.target} failed: {ssl_reason(exc)}")
         except OSError as exc:
             reason = "unreachable" if exc.errno in UNREACHABLE else "error"
             return Result.fail(reason, f"{self.spec.target}: {exc.strerror or exc}")
@@ -106,11 +103,13 @@ class TcpProbe:
         return Result.ok(0, f"connected to {self.spec.target}")
 
     async def _converse(self) -> Result:
-        server_hostname = None
-        if self.ssl is not None:
+        context, server_hostname = None, None
+        if self.tls is not None:
+            # Shared with the http kind: one context per distinct options, rebuilt when a file changes.
+            context = ssl_context(self.tls)
             server_hostname = self.options.server_name or self.host
         reader, writer = await asyncio.open_connection(
-            self.host, self.port, ssl=self.ssl, server_hostname=server_hostname)
+            self.host, self.port, ssl=context, server_hostname=server_hostname)
         try:
             if self.send:
                 writer.write(self.send)

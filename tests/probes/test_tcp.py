@@ -116,3 +116,41 @@ def test_tls_handshake_failure_is_reason_tls(greeter: TcpServer) -> None:
     result, _ = run_once(config(greeter.target, "{tls: true, server_name: localhost}"))
     assert not result.up
     assert result.reason == "tls"
+
+
+@pytest.fixture
+def tls_greeter(tmp_path):
+    import ssl
+
+    from tests.support import self_signed_certificate
+
+    cert, key = self_signed_certificate(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+
+    def handler(conn: socket.socket) -> bytes:
+        try:
+            with context.wrap_socket(conn, server_side=True) as tls:
+                tls.sendall(b"* OK IMAP4 ready\r\n")
+                return read_all(tls)
+        except (ssl.SSLError, OSError):
+            return b""
+
+    server = TcpServer(handler)
+    yield server, cert
+    server.close()
+
+
+def test_tls_verified_against_the_given_ca(tls_greeter) -> None:
+    server, cert = tls_greeter
+    result, _ = run_once(config(server.target, f'{{tls: true, ca_file: "{cert}", expect: "* OK"}}'))
+    assert result.up, result.message
+
+
+def test_tls_unknown_issuer_fails_unless_verification_is_skipped(tls_greeter) -> None:
+    server, _ = tls_greeter
+    result, _ = run_once(config(server.target, "{tls: true}"))
+    assert (result.up, result.reason) == (False, "tls")
+    assert "certificate verify failed" in result.message
+    result, _ = run_once(config(server.target, '{tls: true, insecure_skip_verify: true, expect: "* OK"}'))
+    assert result.up, result.message
