@@ -35,13 +35,8 @@ from exporter.durations import format_duration
 
 from .base import Result, run_blocking
 from .netaddr import is_ip
-from .sip_endpoint import (
-    Credentials,
-    SipEndpoint,
-    SipOutcome,
-    SipRequest,
-    SipUnavailable,
-)
+from .sip_endpoint import SipEndpoint, SipUnavailable
+from .sip_request import Credentials, SipOutcome, SipRequest
 from .tls import unreadable
 
 log = logging.getLogger("probewatch.sip")

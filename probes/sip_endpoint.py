@@ -20,16 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import itertools
 import logging
-import os
 import queue
 import re
-import secrets
 import socket
 import sys
-import tempfile
 import threading
 import time
 from collections import deque
@@ -37,6 +33,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pjsua2 as pj
+
+from .sip_digest import digest_answer
+from .sip_log import PjsipLogWriter, stdout_into_log
+from .sip_request import SipOutcome, SipRequest
 
 log = logging.getLogger("probewatch.sip")
 
@@ -64,47 +64,7 @@ SLOT_RELEASE_SECONDS = 5.0
 IDLE_SECONDS = 60.0
 POLL_MS = 100
 HANGUP_GRACE = 0.3
-LOG_LEVELS = {0: logging.ERROR, 1: logging.ERROR, 2: logging.WARNING}
 _HEADER_RE = re.compile(rf"^{REQUEST_HEADER}:\s*(\d+)", re.IGNORECASE | re.MULTILINE)
-_PJLOG_LINE = re.compile(r"^\d\d:\d\d:\d\d\.\d{3} ")
-_PARAM_RE = re.compile(r'([A-Za-z0-9_-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
-
-
-@dataclass(frozen=True)
-class Credentials:
-    username: str
-    password: str
-    realm: str = ""  # empty: answer any realm
-
-
-@dataclass
-class SipRequest:
-    method: str  # OPTIONS or INVITE
-    uri: str  # the Request-URI, with ;transport= when not udp
-    transport: str  # udp, tcp or tls
-    family: int  # 4 or 6
-    local_ip: str  # bound and advertised, for SIP and media alike
-    local_port: int = 0
-    credentials: Credentials | None = None
-    success_state: str = "CONFIRMED"
-    ca_file: str = ""
-    verify_server: bool = False
-
-
-@dataclass
-class SipOutcome:
-    """What came of one request.  ``origin`` says who decided it:
-
-    peer (a final response), transport (the connection failed), timer (pjsip
-    gave up waiting), local (the request could not be sent), stopping.
-    """
-
-    code: int
-    text: str
-    origin: str
-    succeeded: bool = False
-    state: str = ""  # INVITE: the furthest call state reached
-    credentials_sent: bool = False
 
 
 class SipUnavailable(Exception):
@@ -142,22 +102,6 @@ class _Account:
     @property
     def idle(self) -> bool:
         return not self.in_flight and not self.calls
-
-
-class _LogWriter(pj.LogWriter):
-    """pjsip's log lines into Python logging (logger probewatch.sip)."""
-
-    def write(self, entry: Any) -> None:
-        try:
-            level = LOG_LEVELS.get(entry.level, logging.DEBUG)
-            if "PJ_ETOOMANY" in entry.msg:  # a full call table: the worker queues the call
-                level = logging.DEBUG
-            if log.isEnabledFor(level):
-                text = entry.msg.rstrip()
-                log.log(level, text if "\n" in text else " ".join(text.split()),
-                        extra={"pjsip_level": entry.level})
-        except Exception:  # an exception must not cross into C++
-            pass
 
 
 class _ProbeAccount(pj.Account):
@@ -281,7 +225,7 @@ class SipEndpoint:
         ep = pj.Endpoint()
         sys.stdout.flush()
         # libCreate prints its first lines before a log writer can be installed
-        with _stdout_into_log():
+        with stdout_into_log():
             ep.libCreate()
         self._ep = ep
         cfg = pj.EpConfig()
@@ -291,7 +235,7 @@ class SipEndpoint:
         cfg.uaConfig.userAgent = "probewatch"
         cfg.medConfig.threadCnt = 0
         cfg.medConfig.noVad = True
-        writer = _LogWriter()
+        writer = PjsipLogWriter()
         writer.__disown__()  # the Endpoint deletes its writer when it is destroyed
         cfg.logConfig.writer = writer
         cfg.logConfig.level = self.log_level
@@ -670,80 +614,3 @@ def _request_uri(message: str) -> str:
     first = message.split("\r\n", 1)[0].split("\n", 1)[0]
     parts = first.split(" ")
     return parts[1] if len(parts) >= 3 else ""
-
-
-@contextlib.contextmanager
-def _stdout_into_log() -> Any:
-    """Send what is written to file descriptor 1 meanwhile to the log (pjlib's first lines)."""
-    try:
-        capture = tempfile.TemporaryFile()  # noqa: SIM115 - closed below
-        saved = os.dup(1)
-    except OSError:  # no writable temp dir: leave stdout alone
-        yield
-        return
-    with capture:
-        os.dup2(capture.fileno(), 1)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 1)
-            os.close(saved)
-            capture.seek(0)
-            for raw in capture.read().decode(errors="replace").splitlines():
-                if _PJLOG_LINE.match(raw):
-                    log.debug(" ".join(raw.split()[1:]), extra={"pjsip_level": 4})
-                elif raw:
-                    os.write(1, (raw + "\n").encode())
-
-
-# --- digest answers for OPTIONS (pjsua2's sendRequest does not answer challenges) ----
-
-
-@dataclass
-class DigestProblem:
-    problem: str
-
-
-def digest_answer(response: str, code: int, method: str, uri: str,
-                  creds: Credentials) -> str | DigestProblem:
-    """The Authorization value answering the challenge in ``response`` (RFC 7616)."""
-    name = "www-authenticate" if code == 401 else "proxy-authenticate"
-    challenge = ""
-    for line in response.splitlines():
-        head, sep, value = line.partition(":")
-        if sep and head.strip().lower() == name and value.strip().lower().startswith("digest"):
-            challenge = value.strip()[len("digest"):]
-            break
-    if not challenge:
-        return DigestProblem(f"{code} without a Digest challenge")
-    params = {m[0].lower(): m[1] or m[2] for m in _PARAM_RE.findall(challenge)}
-    realm, nonce = params.get("realm", ""), params.get("nonce", "")
-    if creds.realm and creds.realm != realm:
-        return DigestProblem(f"the server asks for realm {realm!r}, credentials are for"
-                             f" {creds.realm!r}")
-    algorithm = params.get("algorithm", "MD5")
-    hashes = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}
-    base = algorithm.upper().removesuffix("-SESS")
-    if base not in hashes:
-        return DigestProblem(f"the server asks for digest algorithm {algorithm}, not supported")
-
-    def h(text: str) -> str:
-        return hashes[base](text.encode()).hexdigest()
-
-    ha1 = h(f"{creds.username}:{realm}:{creds.password}")
-    cnonce = secrets.token_hex(8)
-    if algorithm.upper().endswith("-SESS"):
-        ha1 = h(f"{ha1}:{nonce}:{cnonce}")
-    ha2 = h(f"{method}:{uri}")
-    qops = [q.strip() for q in params.get("qop", "").split(",") if q.strip()]
-    fields = [f'username="{creds.username}"', f'realm="{realm}"', f'nonce="{nonce}"',
-              f'uri="{uri}"', f"algorithm={algorithm}"]
-    if "auth" in qops:
-        response_hash = h(f"{ha1}:{nonce}:00000001:{cnonce}:auth:{ha2}")
-        fields += ["qop=auth", "nc=00000001", f'cnonce="{cnonce}"']
-    else:
-        response_hash = h(f"{ha1}:{nonce}:{ha2}")
-    fields.append(f'response="{response_hash}"')
-    if "opaque" in params:
-        fields.append(f'opaque="{params["opaque"]}"')
-    return "Digest " + ", ".join(fields)
