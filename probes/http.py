@@ -13,17 +13,15 @@ The return code is the HTTP status.  Extra series: the body length
 (probewatch_probe_http_content_length_bytes) and, for https, the leaf
 certificate's notAfter (probewatch_probe_http_cert_expiry_timestamp_seconds),
 read even when verification is off.  The request side (``RequestOptions``,
-``fetch``) also serves the json kind.
+``fetch``) also serves the json kind; how the request travels (session,
+connections, proxy, transport errors) is in ``probes.http_transport``.
 """
 
 from __future__ import annotations
 
-import errno
 import re
-import socket
-import ssl
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
@@ -31,9 +29,6 @@ from urllib.parse import urlsplit
 import requests
 import urllib3.exceptions
 from cryptography import x509
-from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from exporter import __version__
 
@@ -46,14 +41,18 @@ from .expectations import (
     json_failures,
     load_json,
 )
-from .tls import TlsOptions, ssl_context, ssl_reason, unreadable
+from .http_transport import (
+    PeerCerts,
+    open_session,
+    peer_cert,
+    proxies_for,
+    proxy_problem,
+    transport_failure,
+)
+from .tls import TlsOptions, unreadable
 
 CERT_EXPIRY = "probewatch_probe_http_cert_expiry_timestamp_seconds"
 CONTENT_LENGTH = "probewatch_probe_http_content_length_bytes"
-
-# insecure_skip_verify is the operator's explicit choice for one probe; urllib3's
-# warning on every such request would only flood the exporter's log.
-urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
 
 _TOKEN_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 # Credentials belong in files (basic_auth, bearer_token_file) so they never show
@@ -125,7 +124,7 @@ class RequestOptions:
                 out.append(("bearer_token_file", "set basic_auth or bearer_token_file, not both"))
             elif why := secret_file_problem(self.bearer_token_file):
                 out.append(("bearer_token_file", why))
-        if self.proxy and (why := _proxy_problem(self.proxy)):
+        if self.proxy and (why := proxy_problem(self.proxy)):
             out.append(("proxy", why))
         return out
 
@@ -168,15 +167,6 @@ def read_secret(path: str) -> str:
         return fh.read().strip("\r\n")
 
 
-def _proxy_problem(proxy: str) -> str:
-    parts = urlsplit(proxy)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return f"{proxy!r} is not an http:// or https:// proxy URL"
-    if parts.username or parts.password:
-        return "must not carry credentials (they would show in the probe's definition)"
-    return ""
-
-
 def url_problems(target: str) -> list[tuple[str, str]]:
     """The target must be an absolute http:// or https:// URL."""
     try:
@@ -187,92 +177,6 @@ def url_problems(target: str) -> list[tuple[str, str]]:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return [("target", f"{target!r} must be an http:// or https:// URL")]
     return []
-
-
-# --- transport: per-run connection classes that pin the address family and keep
-# the peer certificate, so its expiry is known even when verification is off.
-
-
-class _Connection(HTTPConnection):
-    family: ClassVar[int] = 0
-
-    def _new_conn(self) -> socket.socket:
-        return _open_with_family(self, self.family, super()._new_conn)
-
-
-class _TlsConnection(HTTPSConnection):
-    family: ClassVar[int] = 0
-    peer_certs: ClassVar[dict[tuple[str, int], bytes]] = {}
-
-    def _new_conn(self) -> socket.socket:
-        return _open_with_family(self, self.family, super()._new_conn)
-
-    def connect(self) -> None:
-        super().connect()
-        der = self.sock.getpeercert(binary_form=True) if hasattr(self.sock, "getpeercert") else None
-        if der:
-            host = self._tunnel_host or self.host
-            self.peer_certs[(host.lower(), self._tunnel_port or self.port)] = der
-
-
-def _open_with_family(
-    conn: HTTPConnection, family: int, open_socket: Callable[[], socket.socket]
-) -> socket.socket:
-    if not family:
-        return open_socket()
-    name = conn._dns_host
-    try:
-        infos = socket.getaddrinfo(name, conn.port, family, socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise urllib3.exceptions.NameResolutionError(conn.host, conn, exc) from exc
-    conn._dns_host = str(infos[0][4][0])  # connect to this address, keep the name for TLS
-    try:
-        return open_socket()
-    finally:
-        conn._dns_host = name
-
-
-class _Adapter(HTTPAdapter):
-    """Our TLS context and connection classes in place of requests' defaults."""
-
-    def __init__(self, opts: RequestOptions, peer_certs: dict[tuple[str, int], bytes]) -> None:
-        family = {"ip4": socket.AF_INET, "ip6": socket.AF_INET6}.get(opts.ip_family, 0)
-        conn = type("Connection", (_Connection,), {"family": family})
-        tls_conn = type(
-            "TlsConnection", (_TlsConnection,), {"family": family, "peer_certs": peer_certs}
-        )
-        self._pools: dict[str, type[HTTPConnectionPool]] = {
-            "http": type("Pool", (HTTPConnectionPool,), {"ConnectionCls": conn}),
-            "https": type("TlsPool", (HTTPSConnectionPool,), {"ConnectionCls": tls_conn}),
-        }
-        self._tls = opts.tls
-        super().__init__(max_retries=0)
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = self._pools
-
-    def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
-        manager = super().proxy_manager_for(proxy, **kwargs)
-        manager.pool_classes_by_scheme = self._pools
-        return manager
-
-    def build_connection_pool_key_attributes(
-        self, request: requests.PreparedRequest, verify: Any, cert: Any = None
-    ) -> Any:
-        host_params, _ = super().build_connection_pool_key_attributes(request, verify, cert)
-        if host_params.get("scheme") != "https":
-            return host_params, {}
-        pool_kwargs: dict[str, Any] = {
-            "ssl_context": ssl_context(self._tls),
-            "cert_reqs": "CERT_NONE" if self._tls.insecure_skip_verify else "CERT_REQUIRED",
-        }
-        if self._tls.server_name:
-            pool_kwargs["server_hostname"] = self._tls.server_name
-        return host_params, pool_kwargs
-
-    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
-        """The context already carries the trust store and client certificate."""
 
 
 # --- one request ---------------------------------------------------------------
@@ -308,19 +212,16 @@ def fetch(spec: Any, opts: RequestOptions) -> Fetched:
     A status outside ``expect_status`` is a failure too (reason unexpected_code).
     """
     deadline = time.monotonic() + spec.timeout
-    peer_certs: dict[tuple[str, int], bytes] = {}
+    peer_certs: PeerCerts = {}
     headers = {"User-Agent": f"probewatch/{__version__}", **opts.headers}
     try:
         auth = _auth_header(opts)
     except OSError as exc:
         raise FetchFailed(Result.fail("error", f"cannot read credentials: {exc}")) from None
     headers.update(auth)
-    with requests.Session() as session:
-        session.trust_env = False  # the exporter's environment must not change what is probed
-        session.max_redirects = opts.max_redirects
-        adapter = _Adapter(opts, peer_certs)
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
+    session = open_session(tls=opts.tls, ip_family=opts.ip_family,
+                           max_redirects=opts.max_redirects, peer_certs=peer_certs)
+    with session:
         try:
             resp = session.request(
                 opts.method,
@@ -330,7 +231,7 @@ def fetch(spec: Any, opts: RequestOptions) -> Fetched:
                 json=opts.json_body,
                 timeout=(spec.timeout, spec.timeout),
                 allow_redirects=opts.follow_redirects,
-                proxies={"http": opts.proxy, "https": opts.proxy} if opts.proxy else {},
+                proxies=proxies_for(opts.proxy),
                 stream=True,
                 hooks={"response": _stop_after(deadline, spec.timeout)},
             )
@@ -345,7 +246,7 @@ def fetch(spec: Any, opts: RequestOptions) -> Fetched:
                 "unexpected_response", f"more than {opts.max_redirects} redirects{where}", code=code
             )) from None
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
-            raise FetchFailed(_failure(exc, spec)) from None
+            raise FetchFailed(transport_failure(exc, spec.timeout)) from None
     readings.append(Reading(CONTENT_LENGTH, float(len(body)), "Length of the response body"))
     got = Fetched(resp.status_code, resp.reason or "", body, _charset(resp), readings)
     if got.status not in opts.status_set:
@@ -409,11 +310,8 @@ def _charset(resp: requests.Response) -> str:
     return m.group(1) if m else "utf-8"
 
 
-def _cert_readings(url: str, peer_certs: dict[tuple[str, int], bytes]) -> list[Reading]:
-    parts = urlsplit(url)
-    if parts.scheme != "https":
-        return []
-    der = peer_certs.get(((parts.hostname or "").lower(), parts.port or 443))
+def _cert_readings(url: str, peer_certs: PeerCerts) -> list[Reading]:
+    der = peer_cert(url, peer_certs)
     if der is None:
         return []
     try:
@@ -421,56 +319,6 @@ def _cert_readings(url: str, peer_certs: dict[tuple[str, int], bytes]) -> list[R
     except ValueError:  # a certificate cryptography cannot parse: no reading, not a failure
         return []
     return [Reading(CERT_EXPIRY, not_after, "Unix time the server's leaf certificate expires")]
-
-
-def _causes(exc: BaseException) -> Iterator[BaseException]:
-    """The exception and everything it wraps (cause, context, args, urllib3's reason)."""
-    todo: list[BaseException] = [exc]
-    seen: set[int] = set()
-    while todo and len(seen) < 32:
-        cur = todo.pop(0)
-        if id(cur) in seen:
-            continue
-        seen.add(id(cur))
-        yield cur
-        more = [cur.__cause__, cur.__context__, getattr(cur, "reason", None), *cur.args]
-        todo.extend(e for e in more if isinstance(e, BaseException))
-
-
-def _failure(exc: BaseException, spec: Any) -> Result:
-    chain = list(_causes(exc))
-    via = "proxy: " if isinstance(exc, requests.exceptions.ProxyError) else ""
-    if isinstance(exc, requests.ConnectTimeout):
-        return Result.fail("timeout", f"{via}connect timed out after {spec.timeout:g}s")
-    timeouts = (requests.Timeout, urllib3.exceptions.ReadTimeoutError, TimeoutError)
-    if any(isinstance(e, timeouts) for e in chain):
-        return Result.fail("timeout", f"{via}no response within {spec.timeout:g}s")
-    for e in chain:
-        if isinstance(e, ssl.SSLError):
-            return Result.fail("tls", via + ssl_reason(e))
-        if isinstance(e, urllib3.exceptions.NameResolutionError):
-            return Result.fail("error", f"{via}cannot resolve {e.conn.host!r}")
-    for e in chain:
-        if isinstance(e, ConnectionRefusedError):
-            return Result.fail("refused", f"{via}connection refused{_peer(chain)}")
-        if isinstance(e, OSError) and e.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
-            return Result.fail("unreachable", f"{via}{e.strerror or e}{_peer(chain)}")
-    broken = (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError)
-    if isinstance(exc, broken):
-        return Result.fail("unexpected_response", f"broken body: {_innermost(chain)}")
-    return Result.fail("error", truncate(via + _innermost(chain)))
-
-
-def _peer(chain: list[BaseException]) -> str:
-    for e in chain:
-        conn = getattr(e, "conn", None)
-        if isinstance(conn, HTTPConnection):
-            return f" by {conn.host}:{conn.port}"
-    return ""
-
-
-def _innermost(chain: list[BaseException]) -> str:
-    return str(chain[-1]) or type(chain[-1]).__name__
 
 
 # --- the kind ------------------------------------------------------------------
