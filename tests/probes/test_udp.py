@@ -84,6 +84,15 @@ async def start_agent(tmp_path: Path, **kw: Any) -> tuple[AgentServer, str]:
     return agent, f"{host}:{port}"
 
 
+async def probe_agent(tmp_path: Path, block: dict[str, Any], **agent_kw: Any) -> Result:
+    """One udp probe run against a fresh agent that is closed afterwards."""
+    agent, target = await start_agent(tmp_path, **agent_kw)
+    try:
+        return await UdpProbe(udp_spec(target, block)).run()
+    finally:
+        await agent.close()
+
+
 def fields(result: Result) -> dict[str, float]:
     return {dict(r.labels)["field"]: r.value for r in result.readings
             if r.metric == "probewatch_probe_value"}
@@ -179,14 +188,7 @@ def test_agent_operations_become_probe_values(tmp_path: Path) -> None:
         "load_average", "mem_available", {"disk_free": [str(tmp_path)]}, "uptime",
         "process_count"]}
 
-    async def scenario() -> Result:
-        agent, target = await start_agent(tmp_path)
-        try:
-            return await UdpProbe(udp_spec(target, block)).run()
-        finally:
-            await agent.close()
-
-    result = run(scenario())
+    result = run(probe_agent(tmp_path, block))
     assert (result.up, result.code) == (True, 0), result.message
     values = fields(result)
     assert set(values) == {"load1", "load5", "load15", "mem_available_bytes",
@@ -201,14 +203,7 @@ def test_json_path_expectations_read_the_signed_reply_body(tmp_path: Path) -> No
     block = {"key_file": key_file(tmp_path), "operations": ["process_count"],
              "expect_json": [{"path": "$.operations.process_count.process_count", "max": 0}]}
 
-    async def scenario() -> Result:
-        agent, target = await start_agent(tmp_path)
-        try:
-            return await UdpProbe(udp_spec(target, block)).run()
-        finally:
-            await agent.close()
-
-    result = run(scenario())
+    result = run(probe_agent(tmp_path, block))
     assert (result.up, result.reason) == (False, "unexpected_response")
     assert result.message.startswith("$.operations.process_count.process_count is ")
     assert result.message.endswith("expected at most 0")
@@ -237,15 +232,8 @@ def test_wrong_key_fails_with_auth_and_agent_logs_refusal(
 def test_stale_timestamp_is_refused(tmp_path: Path) -> None:
     block = {"key_file": key_file(tmp_path), "operations": ["uptime"]}
 
-    async def scenario() -> Result:
-        # The agent's clock runs two minutes ahead of the prober's.
-        agent, target = await start_agent(tmp_path, clock=lambda: time.time() + 120)
-        try:
-            return await UdpProbe(udp_spec(target, block)).run()
-        finally:
-            await agent.close()
-
-    result = run(scenario())
+    # The agent's clock runs two minutes ahead of the prober's.
+    result = run(probe_agent(tmp_path, block, clock=lambda: time.time() + 120))
     assert (result.up, result.reason) == (False, "auth")
     assert "stale timestamp" in result.message
 
@@ -339,14 +327,7 @@ def test_agent_status_false_names_the_failed_operation(tmp_path: Path) -> None:
     block = {"key_file": key_file(tmp_path),
              "operations": ["uptime", {"disk_free": [missing]}]}
 
-    async def scenario() -> Result:
-        agent, target = await start_agent(tmp_path)
-        try:
-            return await UdpProbe(udp_spec(target, block)).run()
-        finally:
-            await agent.close()
-
-    result = run(scenario())
+    result = run(probe_agent(tmp_path, block))
     assert (result.up, result.reason, result.code) == (False, "unexpected_response", 0)
     assert result.message.startswith("agent says status false: disk_free: FileNotFoundError")
     assert "uptime_seconds" in fields(result)
