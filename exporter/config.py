@@ -58,6 +58,49 @@ class ApiSettings:
     allow_command: bool = False
 
 
+# Placeholders web.external_urls.grafana may use; each is URL-encoded when filled in.
+URL_PLACEHOLDERS = ("probe", "group", "kind", "target")
+
+
+@dataclass
+class ExternalUrls:
+    """Links from the status page's cards (web.external_urls); empty means no link.
+
+    ``grafana`` is a URL template ({probe}, {group}, {kind}, {target});
+    ``prometheus`` is the Prometheus base URL the page adds /graph?... to.
+    """
+
+    grafana: str = ""
+    prometheus: str = ""
+
+    def check(self) -> list[tuple[str, str]]:
+        import string
+
+        out = []
+        for key in ("grafana", "prometheus"):
+            url = getattr(self, key)
+            if url and not url.startswith(("http://", "https://")):
+                out.append((key, f"{url!r} must start with http:// or https://"))
+        try:
+            names = [f for _, f, _, _ in string.Formatter().parse(self.grafana) if f is not None]
+        except ValueError as exc:
+            return [*out, ("grafana", f"is not a valid template: {exc}")]
+        for name in names:
+            if name not in URL_PLACEHOLDERS:
+                out.append(("grafana", f"unknown placeholder {{{name}}} "
+                                       f"(known: {', '.join('{' + p + '}' for p in URL_PLACEHOLDERS)})"))
+        if "{" in self.prometheus or "}" in self.prometheus:
+            out.append(("prometheus", "is a base URL, without placeholders"))
+        return out
+
+
+@dataclass
+class WebSettings:
+    """The status page's settings (the web: block of the config file)."""
+
+    external_urls: ExternalUrls = field(default_factory=ExternalUrls)
+
+
 @dataclass
 class Shared:
     """The shared fields as written; None means "take it from defaults"."""
@@ -125,6 +168,7 @@ class Config:
     defaults: Defaults
     probes: list[ProbeSpec]
     api: ApiSettings = field(default_factory=ApiSettings)
+    web: WebSettings = field(default_factory=WebSettings)
 
     def by_name(self) -> dict[str, ProbeSpec]:
         return {p.name: p for p in self.probes}
@@ -300,11 +344,12 @@ def parse_config(text: str, path: str, check_env: bool = True) -> Config:
         raise ConfigError([Located(path, 1, "", "", "the file must be a mapping with defaults: and probes:")])
     located: list[Located] = []
     for key in data:
-        if key not in ("defaults", "probes", "api"):
+        if key not in ("defaults", "probes", "api", "web"):
             located.append(Located(path, data.line_of(key), "", key,
-                                   "unknown key (known keys: api, defaults, probes)"))
+                                   "unknown key (known keys: api, defaults, probes, web)"))
     defaults = _section(data, "defaults", Defaults, path, located)
     api = _section(data, "api", ApiSettings, path, located)
+    web = _section(data, "web", WebSettings, path, located)
 
     raw_probes = data.get("probes")
     specs: list[ProbeSpec] = []
@@ -339,7 +384,7 @@ def parse_config(text: str, path: str, check_env: bool = True) -> Config:
             specs.append(spec)
     if located:
         raise ConfigError(located)
-    return Config(path=path, defaults=defaults, probes=specs, api=api)
+    return Config(path=path, defaults=defaults, probes=specs, api=api, web=web)
 
 
 def load_config(path: str, check_env: bool = True) -> Config:

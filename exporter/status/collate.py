@@ -102,7 +102,8 @@ def collate(states: Iterable[ProbeState], selection: Selection) -> Collated:
     not_ok = [f"{s.spec.name}:{levels[s.spec.name]}:{describe(s)}"
               for s in chosen if levels[s.spec.name] != "OK"]
     healthy = all(s.up for s in chosen)
-    message = "; ".join(not_ok) if not_ok else f"all {len(chosen)} probes OK"
+    everyone = "1 probe, OK" if len(chosen) == 1 else f"all {len(chosen)} probes OK"
+    message = "; ".join(not_ok) if not_ok else everyone
     return Collated(worst(levels.values()), healthy, message, chosen)
 
 
