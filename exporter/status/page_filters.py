@@ -21,7 +21,7 @@ from ..state import ProbeState
 from .collate import LEVELS, QUERY_KEYS, Selection, level_of, worst
 
 DEFAULT_REFRESH = 10
-PAGE_SIZE = 200  # cards a page; the summary bar still counts every probe
+PAGE_SIZE = 100  # cards a page; the summary bar still counts every probe
 PAGE_KEYS = ("level", "q", "failing", "page", "refresh")
 KNOWN_KEYS = QUERY_KEYS + PAGE_KEYS
 FAILING_LEVELS = frozenset({"Warning", "Critical"})

@@ -463,8 +463,9 @@ def test_bad_filter_values_are_refused_with_a_reason(operator: Running) -> None:
 
 
 def test_large_sets_are_paginated_failing_first() -> None:
-    from exporter.status.page_filters import PageQuery, build_view
+    from exporter.status.page_filters import PAGE_SIZE, PageQuery, build_view
 
+    assert PAGE_SIZE == 100  # documented in docs/status-api.md and the README
     now = time.time()
     states = []
     for i in range(450):
@@ -476,15 +477,16 @@ def test_large_sets_are_paginated_failing_first() -> None:
         state.record(Result.ok(0) if up else Result.fail("refused", "refused"), 0.001, now - 1)
         states.append(state)
     first = build_view(states, PageQuery())
-    assert (first.pages, first.shown, first.failing) == (3, 450, 9)
+    assert (first.pages, first.shown, first.failing) == (5, 450, 9)
+    assert first.counts == {"Critical": 9, "Warning": 0, "Unknown": 0, "OK": 441}
     shown = [s.spec.name for g in first.groups for s, _ in g.cards]
     # Every group has three failing probes: g0 comes first by name, its failing probes first.
-    assert len(shown) == 200 and shown[:4] == ["p057", "p207", "p357", "p000"]
+    assert len(shown) == PAGE_SIZE and shown[:4] == ["p057", "p207", "p357", "p000"]
     html = render(states, query=PageQuery(page=2))
-    assert "page 2 of 3" in html and 'href="?page=3"' in html and 'href="?"' in html
+    assert "page 2 of 5" in html and 'href="?page=3"' in html and 'href="?"' in html
     assert "continued" in html
     later = build_view(states, PageQuery(page=99))
-    assert later.page == 3 and sum(len(g.cards) for g in later.groups) == 50
+    assert later.page == 5 and sum(len(g.cards) for g in later.groups) == 50
 
 
 def test_one_probe_is_worded_in_the_singular() -> None:
@@ -568,3 +570,30 @@ def test_operator_screenshots(operator: Running) -> None:
                  "--hide-scrollbars")
         assert png_size(path) == (width, height)
         assert path.stat().st_size > 20_000, f"{path} looks blank ({path.stat().st_size} bytes)"
+
+
+def test_uptime_covers_the_kept_history_and_the_last_hour_once_it_reaches_back_that_far() -> None:
+    from exporter.history import Run
+
+    now = time.time()
+    spec = ProbeSpec(name="hourly", kind="tcp", target="127.0.0.1:1", period=60.0, timeout=5.0,
+                     active=True, labels=(), failures=5, options=None)
+    state = ProbeState(spec)
+    # 99 runs a minute apart (99 min): 10 failures before the last hour, 2 within the last
+    # 10 minutes, then a failed run through record().
+    for k in range(99):
+        started = now - 60 * (100 - k)
+        up = not (k < 10 or k in (92, 95))
+        state.recent.append(Run(started, 0.002, up, 0 if up else -1, "" if up else "refused", ""))
+    state.record(Result.fail("refused", "connection refused"), 0.002, now - 30)
+    found = cards(dom(render([state], Selection(), 10, now)))["hourly"]
+    assert classed(found, "uptime")[0].text.startswith("uptime 87.0% of 100 runs (1 h)")
+    # The last hour: 60 runs, 3 failed.
+    assert classed(found, "uptime-hour")[0].text == "last hour 95.0%"
+    threshold = classed(found, "threshold")[0]
+    assert threshold.attrs["data-threshold"] == "below"
+    assert threshold.text == "3 failures in 10 min, 1 in a row: threshold is 5"
+    # A probe whose history is shorter than an hour shows no last-hour figure.
+    fresh = ProbeState(spec)
+    fresh.record(Result.ok(0), 0.002, now - 1)
+    assert not classed(cards(dom(render([fresh], Selection(), 10, now)))["hourly"], "uptime-hour")
