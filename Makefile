@@ -47,6 +47,7 @@ pytest: $(BIN)/.installed-test
 bench: $(BIN)/.installed-test
 	$(BIN)/python bench/bench_tcp.py
 	$(BIN)/python bench/bench_icmp_sip.py
+	$(BIN)/python bench/bench_status_page.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache

@@ -132,7 +132,8 @@ def history_facts(state: ProbeState, now: float) -> Facts:
 
 def external_links(state: ProbeState, urls: ExternalUrls | None) -> list[tuple[str, str]]:
     spec = state.spec
-    links = [("API", f"/api/v1/probes/{quote(spec.name, safe='')}")]
+    # Relative links, so the page also works behind a reverse proxy's path prefix.
+    links = [("API", f"api/v1/probes/{quote(spec.name, safe='')}")]
     if urls is None:
         return links
     if urls.grafana:
@@ -213,7 +214,7 @@ def card(state: ProbeState, level: str, now: float, urls: ExternalUrls | None = 
             + "</div>")
     parts.append('<nav class="links">' + "".join(
         f'<a class="link-{name.lower()}" href="{escape(url)}"'
-        + ("" if url.startswith("/") else ' rel="noopener noreferrer" target="_blank"')
+        + (' rel="noopener noreferrer" target="_blank"' if url.startswith("http") else "")
         + f">{name}</a>" for name, url in external_links(state, urls)) + "</nav></li>")
     return "".join(parts)
 
@@ -260,7 +261,7 @@ def filter_form(view: View) -> str:
     groups = "".join(f'<option value="{escape(g)}"{" selected" if g == chosen_group else ""}>'
                      f"{escape(g)}</option>" for g in view.all_groups)
     return (
-        '<form class="filters" id="filters" method="get" action="/" role="search">'
+        '<form class="filters" id="filters" method="get" role="search">'
         + "".join(f'<input type="hidden" name="{k}" value="{escape(v)}">' for k, v in hidden)
         + f'<input type="search" name="q" value="{escape(q.text)}" '
         'placeholder="search name, target, message" aria-label="search">'
@@ -270,7 +271,7 @@ def filter_form(view: View) -> str:
         '</select>'
         f'<label class="nw"><input type="checkbox" name="failing" value="1"'
         f'{" checked" if q.failing else ""}> failing only</label>'
-        '<button type="submit">Filter</button> <a class="nw" href="/">clear</a></form>'
+        '<button type="submit">Filter</button> <a class="nw" href="?">clear</a></form>'
     )
 
 
@@ -318,7 +319,7 @@ def page_html(view: View, status: str, now: float, urls: ExternalUrls | None) ->
         f'<span class="nw">updated {updated}</span></span></div>{summary_bar(view)}</header>'
         f"{filter_form(view)}"
         f'<main id="cards">{pager(view)}{body}{pager(view)}</main>'
-        f'<footer>Refreshes every {q.refresh} s · <a href="/status">/status</a> · '
-        '<a href="/api/v1/probes">/api/v1/probes</a> · <a href="/metrics">/metrics</a></footer>'
+        f'<footer>Refreshes every {q.refresh} s · <a href="status">/status</a> · '
+        '<a href="api/v1/probes">/api/v1/probes</a> · <a href="metrics">/metrics</a></footer>'
         f'<script id="page-script">{JS}</script></body></html>\n'
     )

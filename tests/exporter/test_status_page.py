@@ -407,8 +407,8 @@ def test_each_card_links_to_its_api_document_grafana_and_prometheus(operator: Ru
     found = cards(dom(chromium(f"{operator.url}/", "--dump-dom")))
     for name, node in found.items():
         links = {a.text: a.attrs["href"] for a in node.find_all(lambda n: n.tag == "a")}
-        assert links["API"] == f"/api/v1/probes/{name}"
-        doc = requests.get(operator.url + links["API"], timeout=10)
+        assert links["API"] == f"api/v1/probes/{name}"  # relative: works under a path prefix
+        doc = requests.get(f"{operator.url}/{links['API']}", timeout=10)
         assert doc.status_code == 200 and doc.json()["name"] == name
         group = node.attrs["data-group"]
         assert links["Grafana"] == GRAFANA.format(group=group, probe=name)
