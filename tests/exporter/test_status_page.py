@@ -372,6 +372,13 @@ def test_failing_groups_and_probes_come_first(operator: Running) -> None:
     assert pills == {"all 7": "?", "Critical 1": "?level=critical", "Warning 1": "?level=warning",
                      "Unknown 0": "?level=unknown", "OK 5": "?level=ok",
                      "2 failing": "?failing=1"}
+    # Following a part of the bar shows as many cards as it counts, and marks the part.
+    for text, href in pills.items():
+        count = 7 if text.startswith("all") else int(text.split()[0 if "failing" in text else 1])
+        shown = dom(requests.get(f"{operator.url}/{href}", timeout=10).text)
+        assert len(cards(shown)) == count, (text, href)
+        current = [n.text for n in classed(shown, "current")]
+        assert current == [text], (text, current)
     meta = classed(root, "meta")[0].text
     assert "7 probes · 2 failing" in meta
     assert root.find_all(lambda n: n.attrs.get("id") == "overall")[0].text == "Critical"
@@ -449,6 +456,15 @@ def test_filters_are_query_parameters_that_work_without_javascript(
     form = root.find_all(lambda n: n.attrs.get("id") == "filters")[0]
     failing_box = form.find_all(lambda n: n.attrs.get("name") == "failing")[0]
     assert ("checked" in failing_box.attrs) == ("failing=1" in query)
+
+
+def test_a_shared_filter_link_renders_in_chromium(operator: Running) -> None:
+    root = dom(chromium(f"{operator.url}/?failing=1&q=edge", "--dump-dom"))
+    assert list(cards(root)) == ["edge-gateway"]
+    form = root.find_all(lambda n: n.attrs.get("id") == "filters")[0]
+    search = form.find_all(lambda n: n.attrs.get("name") == "q")[0]
+    assert search.attrs["value"] == "edge"
+    assert "showing 1" in classed(root, "meta")[0].text
 
 
 def test_bad_filter_values_are_refused_with_a_reason(operator: Running) -> None:
