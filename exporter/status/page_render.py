@@ -221,7 +221,7 @@ def card(state: ProbeState, level: str, now: float, urls: ExternalUrls | None = 
 
 def group_section(group: Group, now: float, urls: ExternalUrls | None) -> str:
     title = escape(group.name) if group.name else "ungrouped"
-    count = (f"{group.failing} of {plural(group.total, 'probe')} failing" if group.failing
+    count = (f"{group.failing} of {group.total} failing" if group.failing
              else plural(group.total, "probe"))
     if group.continued:
         count += ", continued"

@@ -1,7 +1,10 @@
-"""GET /, the status page (exporter/status/page.py), checked in headless Chromium.
+"""GET /, the status page (exporter/status/page*.py), checked in headless Chromium.
 
-The screenshots the run saves are build/screenshots/status-page.png (phone,
-412x915) and build/screenshots/status-page-desktop.png (1280x800).
+The screenshots the run saves under build/screenshots/: status-page.png (phone,
+412x915) and status-page-desktop.png (1280x800) of the small page, and
+status-page-operator.png (1280x800; docs/images/status-page.png is a copy),
+status-page-operator-phone.png and status-page-operator-360.png (360x800) of
+the operator's page with failing tcp and command probes.
 """
 
 from __future__ import annotations
