@@ -141,6 +141,16 @@ def cmd_check(args: argparse.Namespace) -> int:
         config = load_config(args.config_file)
     except ConfigError as exc:
         return _report(exc)
+    try:
+        from .status.registry import api_problems
+    except ImportError:
+        pass
+    else:
+        problems, warnings = api_problems(config)
+        for warning in warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        if problems:
+            return _report(ConfigError(problems))
     active = sum(1 for p in config.probes if p.active)
     print(f"{args.config_file}: OK, {len(config.probes)} probes ({active} active)")
     return 0

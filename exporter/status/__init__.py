@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from ..config import ProbeSpec
+from ..config import ProbeSpec, config_dir
 from ..http import Router
 from ..service import Exporter
 from .api import StatusApi
@@ -34,14 +34,14 @@ class RegisteredSource:
     def _settings(self) -> Settings:
         config = self.exporter.config
         assert config is not None, "the exporter's config is loaded before probes are applied"
-        return Settings(config.defaults, config.api)
+        return Settings(config.defaults, config.api, config_dir(config.path))
 
     def store(self) -> RegisteredProbes:
         with self._lock:
             if self._store is None:
                 config = self.exporter.config
                 assert config is not None, "the store opens once the config is loaded"
-                store = RegisteredProbes(state_file_path(config.path, config.api), self._settings)
+                store = RegisteredProbes(state_file_path(config.path, config.api, self.exporter.shard), self._settings)
                 store.load()
                 self._store = store
             else:
@@ -51,7 +51,7 @@ class RegisteredSource:
     def _warn_if_moved(self) -> None:
         config = self.exporter.config
         if config is not None and self._store is not None:
-            wanted = state_file_path(config.path, config.api)
+            wanted = state_file_path(config.path, config.api, self.exporter.shard)
             if wanted != self._store.path:
                 log.warning("api.state_file changed; restart probewatch to use the new file",
                             extra={"file": self._store.path, "configured": wanted})
