@@ -59,8 +59,8 @@ class ApiSettings:
     allow_command: bool = False
     # Megaphone's PUT /check/add and DELETE /check/ID: "loopback" takes them from
     # this host without a token (and with the token from anywhere), "token" only
-    # with the token, "off" refuses them.  See docs/status-api.md.
-    megaphone: Literal["loopback", "token", "off"] = "loopback"
+    # with the token, "read-only" refuses them.  See docs/status-api.md.
+    megaphone: Literal["loopback", "token", "read-only"] = "loopback"
 
 
 @dataclass

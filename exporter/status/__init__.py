@@ -2,7 +2,8 @@
 
 ``attach(exporter, router)`` adds GET / (the page), GET /status (200/503 for load
 balancers, Megaphone's collated JSON), GET /api/v1/probes[/NAME] and, when
-``api.token_file`` is set, PUT and DELETE /api/v1/probes/NAME.  Probes
+``api.token_file`` is set, PUT and DELETE /api/v1/probes/NAME; and Megaphone's
+own routes (/check/add, /check/list, /check/show/ID, DELETE /check/ID).  Probes
 registered through the API are merged after the config file's probes; their
 state file is read when the exporter first applies its config (at start,
 before any probe runs).
@@ -17,6 +18,7 @@ from ..config import ProbeSpec, config_dir
 from ..http import Router
 from ..service import Exporter
 from .api import StatusApi
+from .megaphone import attach as attach_megaphone
 from .page import StatusPage
 from .registry import RegisteredProbes, Settings, state_file_path
 
@@ -41,7 +43,8 @@ class RegisteredSource:
             if self._store is None:
                 config = self.exporter.config
                 assert config is not None, "the store opens once the config is loaded"
-                store = RegisteredProbes(state_file_path(config.path, config.api, self.exporter.shard), self._settings)
+                path = state_file_path(config.path, config.api, self.exporter.shard)
+                store = RegisteredProbes(path, self._settings)
                 store.load()
                 self._store = store
             else:
@@ -64,4 +67,6 @@ def attach(exporter: Exporter, router: Router) -> None:
     source = RegisteredSource(exporter)
     exporter.extra_probes = source.specs
     router.add("GET", "/", StatusPage(exporter).get)
-    StatusApi(exporter, source.store).add_routes(router)
+    api = StatusApi(exporter, source.store)
+    api.add_routes(router)
+    attach_megaphone(api, router)

@@ -136,9 +136,11 @@ def api_problems(config: Config) -> tuple[list[Located], list[str]]:
     except StoreError as exc:
         why = str(exc)
     folder = os.path.dirname(path)
-    while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+    while not os.path.lexists(folder) and os.path.dirname(folder) != folder:
         folder = os.path.dirname(folder)  # write_atomic creates missing folders
-    if not why and not os.access(folder, os.W_OK | os.X_OK):
+    if not why and not os.path.isdir(folder):
+        why = f"{path}: {folder!r} is not a folder, so registrations cannot be kept"
+    elif not why and not os.access(folder, os.W_OK | os.X_OK):
         why = f"{path}: folder {folder!r} is not writable, so registrations cannot be kept"
     if why:
         if api.token_file or api.state_file:
