@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import tempfile
 import threading
 from collections.abc import Callable
@@ -117,9 +118,15 @@ def api_problems(config: Config) -> tuple[list[Located], list[str]]:
     written is only a warning (Megaphone's loopback writes would answer 500).
     """
     api, problems, warnings = config.api, [], []
+    try:
+        with open(config.path, encoding="utf-8") as fh:
+            text = fh.read().splitlines()
+    except (OSError, UnicodeDecodeError):
+        text = []
 
     def problem(key: str, message: str) -> None:
-        problems.append(Located(config.path, 0, "api", key, message))
+        line = next((i for i, t in enumerate(text, 1) if re.search(rf"\b{key}\s*:", t)), 0)
+        problems.append(Located(config.path, line, "api", key, message))
 
     if api.token_file:
         try:
