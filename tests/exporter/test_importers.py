@@ -7,6 +7,7 @@ Megaphone's checks, a real `probewatch serve` for Cmdchk's /status.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
@@ -20,7 +21,8 @@ import yaml
 from tests.exporter.exporter_process import serve
 from tests.exporter.test_megaphone import BAR_DOC, FOO_DOC, sample_service
 from tests.probes.servers import TcpServer, closed_port
-from tests.support import ROOT, probewatch_argv, require_binary, wait_for
+from tests.probes.test_sip import sipp
+from tests.support import ROOT, free_port, probewatch_argv, require_binary, wait_for
 
 # Moniteur's README sections (test.cfg and notifier.cfg), as written there,
 # with each address a loopback stand-in ({...} is filled in by the test).
@@ -118,9 +120,13 @@ def pop3(conn: socket.socket) -> bytes:
 def test_moniteur_tests_and_notifier_translate_and_run(tmp_path: Path) -> None:
     amtool = require_binary("amtool")
     plain, web, mail = TcpServer(lambda c: b""), TcpServer(http_200), TcpServer(pop3)
-    try:
+    with contextlib.ExitStack() as stack:
+        for server in (plain, web, mail):
+            stack.callback(server.close)
+        peer = stack.enter_context(sipp(tmp_path, None, "-m", "1"))  # a SIP UAS answering INVITE
+        sip_local = free_port(socket.AF_INET, socket.SOCK_DGRAM)
         (tmp_path / "tests.cfg").write_text(MONITEUR_TESTS.format(
-            sip_port=closed_port(), sip_local=0, plain_port=plain.port, http_port=web.port,
+            sip_port=peer.port, sip_local=sip_local, plain_port=plain.port, http_port=web.port,
             pop3_port=mail.port))
         (tmp_path / "notifier.cfg").write_text(MONITEUR_NOTIFIER.format(smtp_port=closed_port()))
         done = run("import", "moniteur", "tests.cfg", "notifier.cfg", "-o", "probewatch.yml",
@@ -136,19 +142,20 @@ def test_moniteur_tests_and_notifier_translate_and_run(tmp_path: Path) -> None:
                                                  "target": "127.0.0.1", "period": "10s",
                                                  "active": True, "icmp": {"timeout_ms": 1000}}
         assert probes["SIP_localhost_5080"]["timeout"] == "5s"
-        assert probes["SIP_localhost_5080"]["sip"]["success_state"] == "CONFIRMED"
+        assert probes["SIP_localhost_5080"]["sip"] == {"method": "INVITE", "success_state": "CONFIRMED",
+                                                       "local_port": sip_local}
         assert probes["Test_POP3"]["active"] is False
         assert yaml.safe_load(config.read_text())["defaults"] == {"failures": 1}
 
         # The probes that came out, against the stand-ins.
-        for name in ("CONNECT_10.0.0.11_80", "Test_HTTP_200", "Test_POP3", "Test_Ping_10.0.0.10"):
+        for name in ("CONNECT_10.0.0.11_80", "Test_HTTP_200", "Test_POP3", "Test_Ping_10.0.0.10",
+                     "SIP_localhost_5080"):
             ran = run("probe", name, f"--config.file={config}")
             assert ran.returncode == 0, (name, ran.stdout, ran.stderr)
         assert web.received == [b"GET / HTTP/1.0\r\n\r\n"]
         assert mail.received == [b"QUIT\n"]  # bye_message, sent before closing
-    finally:
-        for server in (plain, web, mail):
-            server.close()
+        assert "reached CONFIRMED" in ran.stdout
+        assert f"127.0.0.1:{sip_local}" in peer.received("INVITE")  # port= became local_port
 
     # notifier.cfg: Alertmanager's config, its password in a file of its own.
     am_file = tmp_path / "alertmanager.yml"
