@@ -38,6 +38,7 @@ def error(status: int, message: str, **extra: Any) -> Response:
 
 def detail(state: ProbeState) -> dict[str, Any]:
     """One probe with its definition, last result, schedule and recent runs."""
+    document = {"document": state.last.document if state.last else None} if state.spec.kind == "json" else {}
     return {
         **summary(state),
         "definition": state.spec.definition(),
@@ -51,6 +52,7 @@ def detail(state: ProbeState) -> dict[str, Any]:
              "level": r.level_name}
             for r in list(state.recent)
         ],
+        **document,
     }
 
 

@@ -117,6 +117,8 @@ def test_megaphone_readme_session_replayed(tmp_path: Path) -> None:
             # View full status from check 'foo' / 'bar' (the README writes a trailing colon)
             assert show(pw, "foo:") == {**FOO_DOC, "id": "foo"}
             assert show(pw, "bar") == {**BAR_DOC, "id": "bar"}
+            detail = requests.get(f"{pw.url}/api/v1/probes/foo", timeout=10).json()
+            assert (detail["source"], detail["document"]) == ("api", FOO_DOC)
             missing = requests.get(f"{pw.url}/check/show/nope", timeout=10)
             assert missing.status_code == 404 and "nope" in missing.json()["error"]
 
