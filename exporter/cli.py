@@ -1,4 +1,4 @@
-"""The probewatch command: serve, check, probe, kinds, agent."""
+"""The probewatch command: serve, check, probe, kinds, import, agent."""
 
 from __future__ import annotations
 
@@ -99,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("kinds", help="list probe kinds with their options")
 
+    imports = sub.add_parser("import", help="translate a Moniteur, Cmdchk or Megaphone config")
+    from .importers.command import add_arguments as import_arguments
+
+    import_arguments(imports)
+
     agent = sub.add_parser("agent", help="answer signed udp probes with local diagnostics")
     try:
         from .agent import add_arguments as agent_arguments
@@ -120,6 +125,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_probe(args)
         if args.command == "kinds":
             return cmd_kinds()
+        if args.command == "import":
+            from .importers.command import run as import_run
+
+            return import_run(args)
         if args.command == "agent":
             from .agent import run as agent_run
 
@@ -141,6 +150,16 @@ def cmd_check(args: argparse.Namespace) -> int:
         config = load_config(args.config_file)
     except ConfigError as exc:
         return _report(exc)
+    try:
+        from .status.registry import api_problems
+    except ImportError:
+        pass
+    else:
+        problems, warnings = api_problems(config)
+        for warning in warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        if problems:
+            return _report(ConfigError(problems))
     active = sum(1 for p in config.probes if p.active)
     print(f"{args.config_file}: OK, {len(config.probes)} probes ({active} active)")
     return 0

@@ -11,14 +11,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from probes.registry import KindUnavailable, get_kind, kind_names
 
 from .durations import format_duration
-from .options import Duration, Problem, Problems, build
+from .options import Duration, Problem, Problems, build, option_shape
 from .yamlsource import LineDict, LineList, YamlError, load_yaml
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -56,6 +57,10 @@ class ApiSettings:
     token_file: str = ""
     state_file: str = ""
     allow_command: bool = False
+    # Megaphone's PUT /check/add and DELETE /check/ID: "loopback" takes them from
+    # this host without a token (and with the token from anywhere), "token" only
+    # with the token, "read-only" refuses them.  See docs/status-api.md.
+    megaphone: Literal["loopback", "token", "read-only"] = "loopback"
 
 
 # Placeholders web.external_urls.grafana may use; each is URL-encoded when filled in.
@@ -215,8 +220,13 @@ def parse_probe(
     problems: Problems,
     source: str = "config",
     line: int = 0,
+    base: str = "",
 ) -> ProbeSpec | None:
-    """Check and resolve one probe definition; add to ``problems`` and return None if bad."""
+    """Check and resolve one probe definition; add to ``problems`` and return None if bad.
+
+    ``base`` is the config file's folder: relative paths in the kind's options
+    are taken from there (see ``resolve_paths``).
+    """
     before = len(problems)
     if not isinstance(raw, dict):
         problems.add(line, "", "must be a mapping with name, kind, target and options")
@@ -285,6 +295,7 @@ def parse_probe(
         if not isinstance(block, dict):
             problems.add(block_line, kind_name, "must be a mapping of the kind's options")
         else:
+            block = resolve_paths(kind_cls.Options, block, base)
             options = build(kind_cls.Options, block, problems, prefix=f"{kind_name}.", line=block_line)
 
     if len(problems) > before or shared is None or kind_cls is None:
@@ -307,6 +318,44 @@ def parse_probe(
         for key, message in validate(spec) or ():
             problems.add(at(key.split(".")[0]), key, message)
     return None if len(problems) > before else spec
+
+
+# Option keys holding a path besides every ``*_file`` key (ca_file, key_file,
+# password_file, bearer_token_file, ...).
+PATH_KEYS = frozenset({"cwd"})
+
+
+def config_dir(path: str) -> str:
+    """The folder relative paths in the config file ``path`` are taken from."""
+    return os.path.dirname(os.path.abspath(path))
+
+
+def resolve_paths(cls: Any, raw: Any, base: str) -> Any:
+    """``raw`` with every relative path option of ``cls`` joined to ``base``.
+
+    The one place where paths in a config are made absolute, as Prometheus
+    does: relative to the config file's folder, not the working directory.
+    Path options are found by name (``*_file``, ``cwd``) in the kind's Options
+    dataclass and the dataclasses nested in it; other values are untouched.
+    """
+    if not base or not isinstance(raw, dict):
+        return raw
+    shape = option_shape(cls)
+    if shape is None:
+        return raw
+    hints, aliases = shape
+    out = LineDict(raw)
+    out.line = getattr(raw, "line", 0)
+    out.key_lines = getattr(raw, "key_lines", {})
+    for key, value in raw.items():
+        name = aliases.get(key)
+        if name is None:
+            continue
+        if isinstance(value, str) and value and (key.endswith("_file") or key in PATH_KEYS):
+            out[key] = os.path.join(base, os.path.expanduser(value))
+        elif isinstance(value, dict):
+            out[key] = resolve_paths(hints[name], value, base)
+    return out
 
 
 def _locate(file: str, where: str, found: list[Problem]) -> list[Located]:
@@ -350,6 +399,10 @@ def parse_config(text: str, path: str, check_env: bool = True) -> Config:
     defaults = _section(data, "defaults", Defaults, path, located)
     api = _section(data, "api", ApiSettings, path, located)
     web = _section(data, "web", WebSettings, path, located)
+    base = config_dir(path)
+    for key in ("token_file", "state_file"):
+        if getattr(api, key):
+            setattr(api, key, os.path.join(base, os.path.expanduser(getattr(api, key))))
 
     raw_probes = data.get("probes")
     specs: list[ProbeSpec] = []
@@ -365,7 +418,7 @@ def parse_config(text: str, path: str, check_env: bool = True) -> Config:
         name = raw.get("name") if isinstance(raw, dict) else None
         where = f"probes[{i}]" + (f" ({name})" if isinstance(name, str) and name else "")
         problems = Problems()
-        spec = parse_probe(raw, defaults, problems, line=line)
+        spec = parse_probe(raw, defaults, problems, line=line, base=base)
         if isinstance(name, str) and name:
             if name in seen:
                 located.append(

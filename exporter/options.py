@@ -197,6 +197,18 @@ def _shape(cls: Any) -> tuple[dict[str, Any], dict[str, dataclasses.Field[Any]],
     return hints, fields, aliases
 
 
+def option_shape(tp: Any) -> tuple[dict[str, Any], dict[str, str]] | None:
+    """(type hints, key -> field name) of the dataclass in ``tp`` (Optional unwrapped)."""
+    if get_origin(tp) is Annotated:
+        tp = get_args(tp)[0]
+    if get_origin(tp) in (Union, types.UnionType):
+        tp = next((a for a in get_args(tp) if dataclasses.is_dataclass(a)), None)
+    if not (isinstance(tp, type) and dataclasses.is_dataclass(tp)):
+        return None
+    hints, _, aliases = _shape(tp)
+    return hints, aliases
+
+
 def build(cls: Any, raw: dict[str, Any], problems: Problems, prefix: str = "", line: int = 0) -> Any:
     """Build dataclass ``cls`` from mapping ``raw``; None when any key was bad.
 

@@ -28,6 +28,13 @@ from .telemetry import Telemetry
 log = logging.getLogger("probewatch.scheduler")
 
 
+# A probe whose slot is later than this after a start runs once early too, at
+# phase(name, FIRST_RUN_SPREAD), so /status reflects every active probe within a
+# few seconds of a start whatever the periods (load balancers drop a backend
+# that answers 503).  Later runs keep their slot, spread over the whole period.
+FIRST_RUN_SPREAD = 3.0
+
+
 def phase(name: str, period: float) -> float:
     """A stable offset in [0, period) for the first run of ``name``."""
     return (zlib.crc32(name.encode()) / 2**32) * period
@@ -125,6 +132,9 @@ class Scheduler:
             if spec.active:
                 entry.next_at = loop.time() + phase(spec.name, spec.period)
                 self._arm(entry, loop)
+                early = phase(spec.name, min(spec.period, FIRST_RUN_SPREAD))
+                if entry.next_at - loop.time() > early:
+                    loop.call_later(early, self._early_run, entry, loop)
             new[spec.name] = entry
         stale = [e for name, e in old.items() if new.get(name) is not e]
         self._entries = new
@@ -146,6 +156,12 @@ class Scheduler:
     def _arm(self, entry: _Entry, loop: asyncio.AbstractEventLoop) -> None:
         entry.state.next_run_at = time.time() + max(0.0, entry.next_at - loop.time())
         entry.handle = loop.call_at(entry.next_at, self._tick, entry, loop)
+
+    def _early_run(self, entry: _Entry, loop: asyncio.AbstractEventLoop) -> None:
+        """The extra first run of a probe whose slot is late (see FIRST_RUN_SPREAD)."""
+        current = self._entries.get(entry.state.spec.name) is entry
+        if current and entry.state.runs_total == 0 and entry.run_task is None:
+            entry.run_task = loop.create_task(self._run(entry))
 
     def _tick(self, entry: _Entry, loop: asyncio.AbstractEventLoop) -> None:
         now = loop.time()

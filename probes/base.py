@@ -64,6 +64,8 @@ class Result:
     # json kind: the numeric status level (OK=0 ... Critical=3); None elsewhere.
     level: int | None = None
     level_name: str | None = None
+    # json kind: the status document as fetched (Megaphone's /check/show/ID serves it).
+    document: Any = None
 
     def __post_init__(self) -> None:
         if self.up:

@@ -122,7 +122,8 @@ def read_status(got: Fetched, opts: JsonOptions) -> Result:
     has_message, message = opts.message_path.find(doc)
     shown = (message if isinstance(message, str) else as_json(message)) if has_message else ""
     shown = truncate(shown) or f"{opts.status_field} is {name}"
-    kw: dict[str, Any] = {"code": code, "readings": readings, "level": number, "level_name": name}
+    kw: dict[str, Any] = {"code": code, "readings": readings, "level": number, "level_name": name,
+                          "document": doc}
     if failures := json_failures(opts.expect, doc):
         return Result.fail("unexpected_response", truncate("; ".join(failures)), **kw)
     if name.lower() not in {n.lower() for n in opts.ok_levels}:

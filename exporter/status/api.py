@@ -1,6 +1,7 @@
 """/status for load balancers and /api/v1/probes for reading and registering probes.
 
     GET /status?group=web            200 {"status": "OK", ...} or 503 {"status": "Critical", ...}
+    OPTIONS /status                  the same (Cmdchk and HAProxy's httpchk)
     GET /api/v1/probes[/NAME]        the probes, or one with its definition and last 100 runs
     PUT /api/v1/probes/NAME          register or replace (bearer token; JSON definition)
     DELETE /api/v1/probes/NAME       unregister (bearer token)
@@ -16,9 +17,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..config import Config
+from ..config import Config, config_dir
 from ..http import Request, Response, Router
 from ..service import Exporter
+from ..sharding import Shard
 from ..state import ProbeState
 from .collate import Selection, collate, iso, summary
 from .registry import RegisteredProbes, StoreError, command_refused, resolve
@@ -36,6 +38,7 @@ def error(status: int, message: str, **extra: Any) -> Response:
 
 def detail(state: ProbeState) -> dict[str, Any]:
     """One probe with its definition, last result, schedule and recent runs."""
+    document = {"document": state.last.document if state.last else None} if state.spec.kind == "json" else {}
     return {
         **summary(state),
         "definition": state.spec.definition(),
@@ -49,6 +52,7 @@ def detail(state: ProbeState) -> dict[str, Any]:
              "level": r.level_name}
             for r in list(state.recent)
         ],
+        **document,
     }
 
 
@@ -61,6 +65,8 @@ class StatusApi:
 
     def add_routes(self, router: Router) -> None:
         router.add("GET", "/status", self.get_status)
+        # Cmdchk answered OPTIONS (HAProxy's default httpchk method) like GET: 200 or 503.
+        router.add("OPTIONS", "/status", self.get_status)
         router.add("GET", "/api/v1/probes", self.list_probes)
         router.add("GET", NAME, self.get_probe)
         router.add("PUT", NAME, self.put_probe)
@@ -79,7 +85,8 @@ class StatusApi:
             "message": result.message,
             "probes": [summary(s) for s in result.probes],
         }
-        return Response.json(body, 200 if result.healthy else 503, headers=dict(NO_CACHE))
+        headers = {**NO_CACHE, "Allow": "GET, HEAD, OPTIONS"} if request.method == "OPTIONS" else NO_CACHE
+        return Response.json(body, 200 if result.healthy else 503, headers=dict(headers))
 
     def list_probes(self, request: Request) -> Response:
         try:
@@ -105,15 +112,18 @@ class StatusApi:
         config = self._writable(request, "change")
         if isinstance(config, Response):
             return config
-        name = request.params["name"]
         try:
             raw = request.json()
         except ValueError as exc:
             return error(400, str(exc))
+        return self.register(request, config, request.params["name"], raw)
+
+    def register(self, request: Request, config: Config, name: str, raw: Any) -> Response:
+        """Check, store and schedule one definition; the answer for the client."""
         if isinstance(raw, dict) and command_refused(raw.get("kind"), config.api):
             return error(403, "command probes can be registered only with "
                               "api.allow_command: true in the config file")
-        spec, problems = resolve(name, raw, config.defaults, config.api)
+        spec, problems = resolve(name, raw, config.defaults, config.api, config_dir(config.path))
         if spec is None:
             return error(400, f"probe {name!r} not registered: {len(problems)} problem(s)",
                          problems=[str(p) for p in problems])
@@ -133,7 +143,9 @@ class StatusApi:
         refused = self._writable(request, "remove")
         if isinstance(refused, Response):
             return refused
-        name = request.params["name"]
+        return self.unregister(request, request.params["name"])
+
+    def unregister(self, request: Request, name: str) -> Response:
         try:
             deleted = self.store().delete(name)
         except StoreError as exc:
@@ -156,6 +168,11 @@ class StatusApi:
             return error(503, "probewatch is starting; try again")
         if not config.api.token_file:
             return error(403, "registration is off: set api.token_file in the config file")
+        refused = self.check_token(request, config)
+        return refused or self.may_write(config, request.params["name"], verb)
+
+    def check_token(self, request: Request, config: Config) -> Response | None:
+        """None when the request carries the bearer token of api.token_file; else the refusal."""
         expected = read_token(config.api.token_file, config.path)
         if expected is None:
             return error(503, "registration is unavailable: the token file cannot be "
@@ -166,13 +183,23 @@ class StatusApi:
                                                                  expected.encode()):
             return error(401, "a valid bearer token is required",
                          headers={"WWW-Authenticate": 'Bearer realm="probewatch"'})
+        return None
+
+    def may_write(self, config: Config, name: str, verb: str) -> Config | Response:
+        """The config if the probe ``name`` may be written here (store, shard, origin)."""
         store = self.store()
         if store.broken:
             return error(503, f"registration is off: {store.broken}")
-        name = request.params["name"]
         if name in config.by_name():
             return error(409, f"probe {name!r} comes from the config file; "
                               f"{verb} it there, not through the API")
+        shard = self.exporter.shard
+        if not shard.owns(name):
+            owner = next(i for i in range(shard.count) if Shard(i, shard.count).owns(name))
+            return error(421, f"probe {name!r} belongs to shard {owner}/{shard.count}, and this "
+                              f"exporter is shard {shard}: {verb} it on the exporter started "
+                              f"with --shard={owner}/{shard.count}",
+                         shard=f"{owner}/{shard.count}")
         return config
 
 

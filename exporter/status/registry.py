@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import tempfile
 import threading
 from collections.abc import Callable
@@ -23,8 +24,9 @@ from typing import Any
 
 from probes.registry import get_kind
 
-from ..config import ApiSettings, Defaults, Located, ProbeSpec, parse_probe
+from ..config import ApiSettings, Config, Defaults, Located, ProbeSpec, parse_probe
 from ..options import Problems
+from ..sharding import Shard
 
 log = logging.getLogger("probewatch.status")
 
@@ -94,19 +96,77 @@ def remove_stale_temps(path: str) -> None:
                     os.unlink(entry.path)
 
 
-def state_file_path(config_path: str, api: ApiSettings) -> str:
-    """api.state_file, relative to the config file's directory; by default beside it."""
+def state_file_path(config_path: str, api: ApiSettings, shard: Shard | None = None) -> str:
+    """api.state_file, relative to the config file's directory; by default beside it.
+
+    Under ``--shard=i/N`` (N > 1) the default name carries the shard, so shards
+    started from one config file never write over each other's registrations.
+    """
     base = os.path.dirname(os.path.abspath(config_path))
-    return os.path.join(base, api.state_file or DEFAULT_STATE_FILE)
+    default = DEFAULT_STATE_FILE
+    if shard is not None and shard.count > 1:
+        default = f"registered-probes.shard-{shard.index}-of-{shard.count}.json"
+    return os.path.join(base, api.state_file or default)
+
+
+def api_problems(config: Config) -> tuple[list[Located], list[str]]:
+    """What ``probewatch check`` finds about registration: (problems, warnings).
+
+    The token file must be readable and not empty; the state file, if present,
+    must load, and its folder must be writable.  Without token_file or
+    state_file nobody asked for registration, so a state file that could not be
+    written is only a warning (Megaphone's loopback writes would answer 500).
+    """
+    api, problems, warnings = config.api, [], []
+    try:
+        with open(config.path, encoding="utf-8") as fh:
+            text = fh.read().splitlines()
+    except (OSError, UnicodeDecodeError):
+        text = []
+
+    def problem(key: str, message: str) -> None:
+        line = next((i for i, t in enumerate(text, 1) if re.search(rf"\b{key}\s*:", t)), 0)
+        problems.append(Located(config.path, line, "api", key, message))
+
+    if api.token_file:
+        try:
+            with open(api.token_file, encoding="utf-8") as fh:
+                if not fh.read().strip():
+                    problem("token_file", f"{api.token_file!r} is empty")
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            problem("token_file", f"cannot read {api.token_file!r}: {why or exc}")
+    path = state_file_path(config.path, api)
+    why = ""
+    try:
+        read_state_file(path)
+    except StoreError as exc:
+        why = str(exc)
+    folder = os.path.dirname(path)
+    while not os.path.lexists(folder) and os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)  # write_atomic creates missing folders
+    if not why and not os.path.isdir(folder):
+        why = f"{path}: {folder!r} is not a folder, so registrations cannot be kept"
+    elif not why and not os.access(folder, os.W_OK | os.X_OK):
+        why = f"{path}: folder {folder!r} is not writable, so registrations cannot be kept"
+    if why:
+        if api.token_file or api.state_file:
+            problem("state_file", why)
+        else:
+            warnings.append(f"{config.path}: api.state_file: {why}")
+    return problems, warnings
 
 
 def command_refused(kind: Any, api: ApiSettings) -> bool:
     return kind == "command" and not api.allow_command
 
 
-def resolve(name: str, raw: Any, defaults: Defaults, api: ApiSettings) -> tuple[
+def resolve(name: str, raw: Any, defaults: Defaults, api: ApiSettings, base: str = "") -> tuple[
         ProbeSpec | None, list[Located]]:
-    """Check one API definition exactly as the config file's probes are checked."""
+    """Check one API definition exactly as the config file's probes are checked.
+
+    ``base`` is the config file's folder: relative paths are taken from there too.
+    """
     if not isinstance(raw, dict):
         return None, [Located("", 0, "", "", "the probe definition must be a JSON object")]
     raw = dict(raw)
@@ -118,7 +178,7 @@ def resolve(name: str, raw: Any, defaults: Defaults, api: ApiSettings) -> tuple[
         return None, [Located("", 0, "", "kind",
                               "command probes can be registered only with api.allow_command: true")]
     problems = Problems()
-    spec = parse_probe(raw, defaults, problems, source="api")
+    spec = parse_probe(raw, defaults, problems, source="api", base=base)
     if spec is not None and spec.active:
         preflight = getattr(get_kind(spec.kind), "preflight", None)
         refusal = preflight(spec) if callable(preflight) else None
@@ -134,6 +194,7 @@ class Settings:
 
     defaults: Defaults
     api: ApiSettings
+    base: str = ""  # the config file's folder
 
 
 class RegisteredProbes:
@@ -172,7 +233,8 @@ class RegisteredProbes:
             if settings != self._resolved_for:
                 self._specs = {}
                 for name, raw in sorted(self._raw.items()):
-                    spec, problems = resolve(name, raw, settings.defaults, settings.api)
+                    spec, problems = resolve(name, raw, settings.defaults, settings.api,
+                                               settings.base)
                     if spec is None:
                         log.error("registered probe not run: its definition is no longer valid",
                                   extra={"probe": name, "problems": "; ".join(map(str, problems))})

@@ -139,19 +139,23 @@ def test_a_mistyped_selection_is_400_not_a_silent_all(mixed: Running, query: str
 
 
 def test_options_lists_the_allowed_methods(mixed: Running) -> None:
+    # OPTIONS /status answers as GET does (Cmdchk, HAProxy's default httpchk): db is down.
     resp = requests.options(f"{mixed.url}/status", timeout=10)
-    assert resp.status_code in (200, 204)
+    assert resp.status_code == 503 and resp.json()["status"] == "Critical"
     assert resp.headers["Allow"] == "GET, HEAD, OPTIONS"
+    web = requests.options(f"{mixed.url}/status?group=web", timeout=10)
+    assert web.status_code == 200 and web.json()["status"] == "OK"
     resp = requests.options(f"{mixed.url}/api/v1/probes/web-a", timeout=10)
     assert resp.headers["Allow"] == "DELETE, GET, HEAD, OPTIONS, PUT"
 
 
 def test_nothing_run_yet_is_unknown_and_503(tmp_path: Path) -> None:
-    # A name whose first run is scheduled at least 10 minutes after start.
+    # A name whose slot is at least 10 minutes after start; its early first run lasts 50s.
     name = next(f"pending-{i}" for i in range(1000) if phase(f"pending-{i}", 3600) > 600)
     config = tmp_path / "probewatch.yml"
     config.write_text("probes:\n"
-                      f"  - {{name: {name}, kind: command, period: 1h, command: {{argv: ['true']}}}}\n")
+                      f"  - {{name: {name}, kind: command, period: 1h, timeout: 50s, "
+                      "command: {argv: ['sleep', '60']}}\n")
     with serve(config) as pw:
         code, body = status(pw)
         detail = probe(pw, name)

@@ -35,7 +35,8 @@ SCREENSHOTS = ROOT / "build" / "screenshots"
 PHONE = (412, 915)
 DESKTOP = (1280, 800)
 INJECTED = '<b id="injected">boom</b>'
-# A name whose first run is scheduled at least 10 minutes after start: stays "pending".
+# A name whose slot is at least 10 minutes after start and whose early first run
+# (scheduler.FIRST_RUN_SPREAD) lasts 50s: it stays "pending" through the test.
 PENDING = next(f"later-{i}" for i in range(1000) if phase(f"later-{i}", 3600) > 600)
 
 
@@ -119,7 +120,7 @@ probes:
     labels: {{group: "<i>web</i>", severity: warning}}
     command: {{shell: true, argv: [{shell_line}]}}
   - {{name: db-down, kind: command, command: {{argv: ["false"]}}, labels: {{group: db}}}}
-  - {{name: {pending}, kind: command, period: 1h, timeout: 10s, command: {{argv: ["true"]}}}}
+  - {{name: {pending}, kind: command, period: 1h, timeout: 50s, command: {{argv: ["sleep", "60"]}}}}
   - {{name: resting, kind: command, active: false, command: {{argv: ["true"]}}}}
 """
 
