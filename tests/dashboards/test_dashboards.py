@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support import ROOT, require_binary
+from tests.support import ROOT, missing, require_binary
 
 DASHBOARDS = {
     "probewatch-overview": ROOT / "dashboards" / "probewatch-overview.json",
@@ -45,6 +45,12 @@ DEPLOYMENT_VARIABLES = ("namespace", "job", "instance")
 FORBIDDEN_SERIES = re.compile(
     r"\bprobewatch_probe_(duration_seconds|consecutive_\w+|period_seconds"
     r"|last_run_timestamp_seconds|skipped_total)\b")
+# Series agreed for this round (issues 10 and 11) that another branch adds to the
+# exporter and docs/metrics.md. Until they are there, the tests that need them fail
+# under CI and skip elsewhere, naming them; once they are, they are checked as any other.
+PENDING_SERIES = {
+    "probewatch_skipped_runs_total": "the exporter-wide counter of skipped runs by cause",
+}
 # The unit a Reported values panel must have for a field named like this (docs/dashboards.md).
 FIELD_UNITS = {
     "mem_available_bytes": "bytes", "disk_free_bytes:/var/lib/postgresql": "bytes",
@@ -142,6 +148,12 @@ def test_dashboards_have_stable_uid_and_grafana_10_11_schema() -> None:
 def test_panel_ids_are_unique(dashboard: dict[str, Any]) -> None:
     ids = [p["id"] for p in all_panels(dashboard)]
     assert len(ids) == len(set(ids)), f"duplicate panel ids in {dashboard['uid']}"
+
+
+def test_panel_titles_are_unique(dashboard: dict[str, Any]) -> None:
+    """Docs, links and the tests name panels by title."""
+    titles = [p["title"] for p in data_panels(dashboard)]
+    assert len(titles) == len(set(titles)), f"duplicate titles in {dashboard['uid']}"
 
 
 def test_panels_do_not_overlap_and_fit_the_grid(dashboard: dict[str, Any]) -> None:
@@ -242,13 +254,18 @@ def test_queries_use_only_contract_metric_names(dashboard: dict[str, Any]) -> No
     contract = contract_metrics()
     text = " ".join(t["expr"] for p in data_panels(dashboard) for t in queries(p))
     text += " ".join(json.dumps(v.get("query", "")) for v in variables(dashboard).values())
+    undocumented = set()
     for name in set(METRIC_RE.findall(text)):
         base = next((name[: -len(s)] for s in HISTOGRAM_SUFFIXES if name.endswith(s)), name)
-        assert name in contract or base in contract, (
-            f"{dashboard['uid']}: {name} is not in docs/metrics.md")
+        if name not in contract and base not in contract:
+            undocumented.add(name)
+    assert undocumented <= set(PENDING_SERIES), (
+        f"{dashboard['uid']}: not in docs/metrics.md: {sorted(undocumented)}")
     recorded = recorded_series()
     for name in set(RECORDED_RE.findall(text)):
         assert name in recorded, f"{dashboard['uid']}: {name} is not recorded by {RULES.name}"
+    for name in sorted(undocumented):
+        missing(f"{PENDING_SERIES[name]} ({name}) in docs/metrics.md")
 
 
 def test_no_panel_needs_a_series_that_is_not_exported_by_default(
