@@ -285,8 +285,8 @@ def evaluate(prom: Prometheus, board: dict[str, Any], title: str, ref: str = "A"
              **chosen: str) -> dict[tuple[str, ...], float]:
     """A panel's query now, the variables at their defaults but for ``chosen``.
 
-    Keyed by the values of the labels the query keeps (job, probe, instance...);
-    the value is the last one a range query gives.
+    Evaluated as an instant query (where a graph's range query ends), keyed by
+    the values of the labels the query keeps (job, probe, instance...).
     """
     target = next(t for t in queries(panel(board, title)) if t["refId"] == ref)
     values = {**default_values(board), **BUILTINS, **chosen}
@@ -295,6 +295,7 @@ def evaluate(prom: Prometheus, board: dict[str, Any], title: str, ref: str = "A"
         labels = series["metric"]
         key = tuple(labels[k] for k in ("job", "probe", "instance", "field", "stat", "cause")
                     if k in labels)
+        assert key not in out, f"{title!r}: two series for {key}"
         out[key] = float(series["value"][1])
     return out
 
