@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support import ROOT, missing, require_binary
+from tests.support import IN_CI, ROOT, require_binary
 
 DASHBOARDS = {
     "probewatch-overview": ROOT / "dashboards" / "probewatch-overview.json",
@@ -51,6 +51,15 @@ FORBIDDEN_SERIES = re.compile(
 PENDING_SERIES = {
     "probewatch_skipped_runs_total": "the exporter-wide counter of skipped runs by cause",
 }
+
+
+def pending(name: str, where: str) -> None:
+    """A PENDING_SERIES name is not in ``where`` yet: fail under CI, skip elsewhere."""
+    message = (f"{name} ({PENDING_SERIES[name]}, agreed for issues 10 and 11) is not {where} "
+               "yet; the skipped-runs panels read it")
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)
 # The unit a Reported values panel must have for a field named like this (docs/dashboards.md).
 FIELD_UNITS = {
     "mem_available_bytes": "bytes", "disk_free_bytes:/var/lib/postgresql": "bytes",
@@ -265,7 +274,7 @@ def test_queries_use_only_contract_metric_names(dashboard: dict[str, Any]) -> No
     for name in set(RECORDED_RE.findall(text)):
         assert name in recorded, f"{dashboard['uid']}: {name} is not recorded by {RULES.name}"
     for name in sorted(undocumented):
-        missing(f"{PENDING_SERIES[name]} ({name}) in docs/metrics.md")
+        pending(name, "in docs/metrics.md")
 
 
 def test_no_panel_needs_a_series_that_is_not_exported_by_default(
