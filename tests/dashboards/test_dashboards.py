@@ -1,4 +1,4 @@
-"""The Grafana dashboards: structure, variables, data source, metric names, query syntax.
+"""The Grafana dashboards: structure, variables, data source, metric names, units, query syntax.
 
 The helpers here (panels, queries, variable substitution) also serve
 test_dashboards_e2e.py, which runs every query against a real Prometheus.
@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support import ROOT, require_binary
+from tests.support import IN_CI, ROOT, require_binary
 
 DASHBOARDS = {
     "probewatch-overview": ROOT / "dashboards" / "probewatch-overview.json",
@@ -34,8 +34,39 @@ BUILTIN_VARIABLES = frozenset({
 VARIABLE_RE = re.compile(r"\$(\w+)|\$\{(\w+)[^}]*\}|\[\[(\w+)[^\]]*\]\]")
 METRIC_RE = re.compile(r"\bprobewatch_[a-z0-9_]+")
 RECORDED_RE = re.compile(r"\bprobewatch:[a-z0-9_:]+")
+SERIES_RE = re.compile(r"\b(probewatch[_:][a-z0-9_:]+)(\{[^}]*\})?")
 RULES = ROOT / "deploy" / "prometheus" / "rules.yml"
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
+# What tells one deployment from another: every query filters on these, so two
+# deployments (jobs, namespaces) with the same probe names never merge.
+DEPLOYMENT_MATCHERS = ('namespace=~"$namespace"', 'job=~"$job"', 'instance=~"$instance"')
+DEPLOYMENT_VARIABLES = ("namespace", "job", "instance")
+# Series that are opt-in or gone from the default exposition (issue 11): no panel may need them.
+FORBIDDEN_SERIES = re.compile(
+    r"\bprobewatch_probe_(duration_seconds|consecutive_\w+|period_seconds"
+    r"|last_run_timestamp_seconds|skipped_total)\b")
+# Series agreed for this round (issues 10 and 11) that another branch adds to the
+# exporter and docs/metrics.md. Until they are there, the tests that need them fail
+# under CI and skip elsewhere, naming them; once they are, they are checked as any other.
+PENDING_SERIES = {
+    "probewatch_skipped_runs_total": "the exporter-wide counter of skipped runs by cause",
+}
+
+
+def pending(name: str, where: str) -> None:
+    """A PENDING_SERIES name is not in ``where`` yet: fail under CI, skip elsewhere."""
+    message = (f"{name} ({PENDING_SERIES[name]}, agreed for issues 10 and 11) is not {where} "
+               "yet; the skipped-runs panels read it")
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)
+# The unit a Reported values panel must have for a field named like this (docs/dashboards.md).
+FIELD_UNITS = {
+    "mem_available_bytes": "bytes", "disk_free_bytes:/var/lib/postgresql": "bytes",
+    "stats.cache_bytes": "bytes", "uptime_seconds": "s", "oldest_seconds": "s",
+    "hit_ratio": "percentunit", "load1": "none", "process_count": "none",
+    "open_files": "none", "queue_depth": "none", "bytes_seen": "none",
+}
 
 
 def load(name: str) -> dict[str, Any]:
@@ -128,6 +159,12 @@ def test_panel_ids_are_unique(dashboard: dict[str, Any]) -> None:
     assert len(ids) == len(set(ids)), f"duplicate panel ids in {dashboard['uid']}"
 
 
+def test_panel_titles_are_unique(dashboard: dict[str, Any]) -> None:
+    """Docs, links and the tests name panels by title."""
+    titles = [p["title"] for p in data_panels(dashboard)]
+    assert len(titles) == len(set(titles)), f"duplicate titles in {dashboard['uid']}"
+
+
 def test_panels_do_not_overlap_and_fit_the_grid(dashboard: dict[str, Any]) -> None:
     boxes = []
     for panel in dashboard["panels"]:
@@ -164,7 +201,7 @@ def test_variables_pick_datasource_group_and_probe(dashboard: dict[str, Any]) ->
     for name in ("group", "probe"):
         assert found[name]["type"] == "query"
         assert found[name]["datasource"] == DATASOURCE
-        assert found[name]["definition"].startswith("label_values(probewatch_probe_up")
+        assert found[name]["definition"].startswith("label_values(probewatch_probe_up{")
         assert found[name]["definition"].endswith(f", {name})")
         assert found[name]["query"] == found[name]["definition"]
 
@@ -181,23 +218,163 @@ def test_every_query_uses_the_datasource_variable(dashboard: dict[str, Any]) -> 
 
 
 def test_no_query_hard_codes_an_instance_or_job(dashboard: dict[str, Any]) -> None:
+    pinned = re.compile(r'\b(namespace|instance|job)\s*!?=~?\s*"(?!\$\1")')
     for panel in data_panels(dashboard):
         for target in queries(panel):
-            assert not re.search(r"\b(instance|job)\s*!?=~?\s*\"", target["expr"]), (
+            assert not pinned.search(target["expr"]), (
                 f"{panel['title']!r} pins a target: {target['expr']}")
+
+
+def test_every_query_is_scoped_to_the_selected_deployments(dashboard: dict[str, Any]) -> None:
+    """Each series a query reads is filtered by $namespace, $job and $instance."""
+    checked = 0
+    for panel in data_panels(dashboard):
+        for target in queries(panel):
+            for match in SERIES_RE.finditer(target["expr"]):
+                name, matchers = match.group(1), match.group(2) or ""
+                for wanted in DEPLOYMENT_MATCHERS:
+                    assert wanted in matchers, (
+                        f"{dashboard['uid']}: {panel['title']!r} reads {name} without {wanted}")
+                checked += 1
+    assert checked >= 20
+
+
+def test_deployment_variables_are_multi_select_all_by_default(dashboard: dict[str, Any]) -> None:
+    found = variables(dashboard)
+    names = list(found)
+    for name in DEPLOYMENT_VARIABLES:
+        var = found[name]
+        assert var["type"] == "query" and var["datasource"] == DATASOURCE
+        assert var["multi"] and var["includeAll"], name
+        assert var["allValue"] == ".*", "All must also match series without the label"
+        assert var["current"]["value"] == ["$__all"], f"{name} must start at All"
+        assert var["definition"] == var["query"]
+        assert var["definition"].startswith("label_values(probewatch_build_info")
+        assert var["definition"].endswith(f", {name})")
+    # Each variable lists only what the ones before it leave: namespace > job > instance > group > probe.
+    order = ["namespace", "job", "instance", "group", "probe"]
+    assert [n for n in names if n in order] == order
+    for i, name in enumerate(order):
+        for earlier in order[:i]:
+            assert f'{earlier}=~"${earlier}"' in found[name]["definition"], (name, earlier)
 
 
 def test_queries_use_only_contract_metric_names(dashboard: dict[str, Any]) -> None:
     contract = contract_metrics()
     text = " ".join(t["expr"] for p in data_panels(dashboard) for t in queries(p))
     text += " ".join(json.dumps(v.get("query", "")) for v in variables(dashboard).values())
+    undocumented = set()
     for name in set(METRIC_RE.findall(text)):
         base = next((name[: -len(s)] for s in HISTOGRAM_SUFFIXES if name.endswith(s)), name)
-        assert name in contract or base in contract, (
-            f"{dashboard['uid']}: {name} is not in docs/metrics.md")
+        if name not in contract and base not in contract:
+            undocumented.add(name)
+    assert undocumented <= set(PENDING_SERIES), (
+        f"{dashboard['uid']}: not in docs/metrics.md: {sorted(undocumented)}")
     recorded = recorded_series()
     for name in set(RECORDED_RE.findall(text)):
         assert name in recorded, f"{dashboard['uid']}: {name} is not recorded by {RULES.name}"
+    for name in sorted(undocumented):
+        pending(name, "in docs/metrics.md")
+
+
+def test_no_panel_needs_a_series_that_is_not_exported_by_default(
+        dashboard: dict[str, Any]) -> None:
+    """The duration histogram is opt-in; consecutive_*, period, last run and per-probe skipped are gone."""
+    texts = [(p["title"], t["expr"]) for p in data_panels(dashboard) for t in queries(p)]
+    texts += [(f"variable {n}", json.dumps(v.get("query", ""))) for n, v in variables(dashboard).items()]
+    for title, expr in texts:
+        found = FORBIDDEN_SERIES.search(expr)
+        assert not found, f"{dashboard['uid']}: {title!r} needs {found.group(0)}: {expr}"
+
+
+def unit_of(panel: dict[str, Any]) -> str | None:
+    unit = panel.get("fieldConfig", {}).get("defaults", {}).get("unit")
+    return str(unit) if unit else None
+
+
+def test_every_panel_has_a_unit_and_graphs_one_unit(dashboard: dict[str, Any]) -> None:
+    """A unit on every panel; graphs and gauges keep one unit (tables may set one per column)."""
+    for panel in data_panels(dashboard):
+        assert unit_of(panel), f"{dashboard['uid']}: {panel['title']!r} has no unit"
+        if panel["type"] == "table":
+            continue
+        for override in panel["fieldConfig"].get("overrides", []):
+            ids = {prop["id"] for prop in override["properties"]}
+            assert "unit" not in ids, (
+                f"{dashboard['uid']}: {panel['title']!r} mixes units on one axis: {override}")
+
+
+def test_durations_ratios_and_sizes_have_their_units(dashboard: dict[str, Any]) -> None:
+    for panel in data_panels(dashboard):
+        if panel["type"] == "table":
+            continue
+        exprs = " ".join(t["expr"] for t in queries(panel))
+        unit = unit_of(panel)
+        if "probewatch_probe_value" in exprs:
+            continue  # by field name: test_reported_values_are_split_by_unit
+        if re.search(r"_seconds(_bucket)?\{", exprs) and "timestamp" not in exprs:
+            assert unit == "s", (panel["title"], unit)
+        if "_timestamp_seconds{" in exprs and "time()" in exprs:
+            assert unit == "dtdurations", (panel["title"], unit)
+        shares = ("_ratio{", "/ (increase(probewatch_probe_runs_total")
+        if any(s in exprs for s in shares) or ("failure_threshold" in exprs and "/" in exprs):
+            assert unit == "percentunit", (panel["title"], unit)
+        if "_bytes{" in exprs:
+            assert unit == "bytes", (panel["title"], unit)
+
+
+def field_matchers(expr: str) -> list[tuple[str, str]]:
+    return re.findall(r'\bfield\s*(=~|!~)\s*"([^"]*)"', expr)
+
+
+def test_reported_values_are_split_by_unit(dashboard: dict[str, Any]) -> None:
+    """Each field goes to exactly one panel, and that panel's unit fits the field's suffix."""
+    panels = [p for p in data_panels(dashboard)
+              if any("probewatch_probe_value" in t["expr"] for t in queries(p))]
+    assert len(panels) >= 3, "bytes, seconds and plain numbers need panels of their own"
+    for field, unit in FIELD_UNITS.items():
+        shown = []
+        for panel in panels:
+            matchers = [m for t in queries(panel) for m in field_matchers(t["expr"])]
+            assert matchers, f"{panel['title']!r} reads every field, whatever its unit"
+            # PromQL regexes are anchored at both ends, as fullmatch is.
+            if all(bool(re.fullmatch(rx, field)) == (op == "=~") for op, rx in matchers):
+                shown.append(panel)
+        assert len(shown) == 1, f"{dashboard['uid']}: field {field} is on {len(shown)} panels"
+        assert unit_of(shown[0]) == unit, (field, shown[0]["title"], unit_of(shown[0]))
+
+
+def test_state_panels_show_a_probe_failing_when_any_replica_fails(
+        dashboard: dict[str, Any]) -> None:
+    """As ProbeFailing (max over replicas of "failing"): the minimum of up, never the maximum."""
+    up_queries = 0
+    for panel in data_panels(dashboard):
+        for target in queries(panel):
+            expr = target["expr"]
+            assert not re.search(r"\bmax\b(\s*(by|without)\s*\([^)]*\))?\s*\(\s*probewatch_probe_up\b",
+                                 expr), (
+                f"{panel['title']!r} shows UP while one replica fails: {expr}")
+            if re.search(r"\bmin by \([^)]*\) \(probewatch_probe_up\{", expr):
+                up_queries += 1
+    assert up_queries >= 1
+
+
+def test_availability_is_the_headline(dashboard: dict[str, Any]) -> None:
+    """% of runs that succeeded over the dashboard's range, per probe, the worst replica's."""
+    panel = next(p for p in data_panels(dashboard) if p["title"] == "Availability")
+    assert panel["type"] in ("bargauge", "stat")
+    assert panel["gridPos"]["y"] <= 5, "the availability panel is at the top"
+    assert unit_of(panel) == "percentunit"
+    defaults = panel["fieldConfig"]["defaults"]
+    assert (defaults["min"], defaults["max"]) == (0, 1)
+    (target,) = queries(panel)
+    expr = target["expr"]
+    assert target["instant"], "one figure over the whole range"
+    assert "increase(probewatch_probe_failures_total{" in expr
+    assert "increase(probewatch_probe_runs_total{" in expr
+    assert "[$__range]" in expr
+    # Grouped by deployment and probe, the replicas folded into their worst.
+    assert re.match(r"min by \((namespace, job, probe|namespace, job)\)", expr)
 
 
 def test_overview_shows_what_operators_look_for() -> None:
@@ -212,15 +389,17 @@ def test_overview_shows_what_operators_look_for() -> None:
         "probewatch_probe_failure_info": "table",
         "probewatch_probe_failure_threshold": "table",
         "probewatch_probe_latency_seconds": "timeseries",
-        "probewatch_probe_duration_seconds_bucket": "timeseries",
+        "probewatch_probe_runs_total": "bargauge",
+        "probewatch_probe_failures_total": "timeseries",
         "probewatch_probe_return_code": "state-timeline",
+        "probewatch_probe_value": "timeseries",
         "probewatch_probe_icmp_loss_ratio": "timeseries",
         "probewatch_probe_icmp_rtt_seconds": "timeseries",
         "probewatch_probe_http_cert_expiry_timestamp_seconds": "bargauge",
         "probewatch_probe_status_level": "state-timeline",
         "probewatch_config_last_reload_successful": "table",
         "probewatch_scheduler_lag_seconds_bucket": "timeseries",
-        "probewatch_probe_skipped_total": "timeseries",
+        "probewatch_skipped_runs_total": "timeseries",
         "probewatch_shard_info": "table",
     }
     for metric, panel_type in wanted.items():
