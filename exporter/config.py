@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from probes.registry import KindUnavailable, get_kind, kind_names
 
+from . import limits
 from .durations import format_duration
 from .options import Duration, Problem, Problems, build
 from .yamlsource import LineDict, LineList, YamlError, load_yaml
@@ -42,9 +43,7 @@ class Defaults:
     labels: dict[str, str] = field(default_factory=dict)
 
     def check(self) -> list[tuple[str, str]]:
-        out = []
-        if self.failures < 1:
-            out.append(("failures", "must be at least 1"))
+        out = _range_problems(self.period, self.timeout, self.failures)
         out.extend(_label_problems(self.labels))
         return out
 
@@ -157,11 +156,31 @@ class ConfigError(Exception):
 
 def _label_problems(labels: dict[str, str], prefix: str = "labels.") -> list[tuple[str, str]]:
     out = []
-    for key in labels:
+    if len(labels) > limits.MAX_LABELS:
+        out.append((prefix.rstrip("."), f"sets {len(labels)} labels; at most {limits.MAX_LABELS} are taken"))
+    for key, value in labels.items():
         if not LABEL_RE.match(key):
             out.append((prefix + key, "is not a valid label name ([a-zA-Z_][a-zA-Z0-9_]*)"))
         elif key in RESERVED_LABELS or key.startswith("__"):
             out.append((prefix + key, "is reserved by probewatch; choose another label name"))
+        elif len(value) > limits.MAX_LABEL_VALUE:
+            out.append((prefix + key, f"is {len(value)} characters long; at most "
+                                      f"{limits.MAX_LABEL_VALUE} are taken"))
+    return out
+
+
+def _range_problems(period: float | None, timeout: float | None,
+                    failures: int | None) -> list[tuple[str, str]]:
+    """The documented ranges of the shared numbers (README: Hardening and limits)."""
+    out = []
+    if period is not None and not limits.MIN_PERIOD <= period <= limits.MAX_PERIOD:
+        out.append(("period", f"{format_duration(period)} is outside "
+                              f"{format_duration(limits.MIN_PERIOD)}..7d"))
+    elif timeout is not None and timeout < limits.MIN_TIMEOUT:
+        out.append(("timeout", f"{format_duration(timeout)} is shorter than "
+                               f"{format_duration(limits.MIN_TIMEOUT)}"))
+    if failures is not None and not 1 <= failures <= limits.MAX_FAILURES:
+        out.append(("failures", f"must be from 1 to {limits.MAX_FAILURES}"))
     return out
 
 
@@ -182,11 +201,21 @@ def parse_probe(
     def at(key: str) -> int:
         return lines.line_of(key) if lines is not None else line
 
+    # Out-of-bounds data (lone surrogates, NaN, huge or deep values) is refused
+    # before any option is typed or checked, so no check sees it.
+    bounds = limits.data_problems(raw)
+    for key, message in bounds:
+        problems.add(at(key.split(".")[0].split("[")[0]), key, message)
+    if bounds:
+        return None
+
     name: Any = raw.get("name")
     if not isinstance(name, str) or not name:
         problems.add(at("name"), "name", "is required (letters, digits, _ . -)")
     elif not NAME_RE.match(name):
         problems.add(at("name"), "name", f"{name!r} may hold only letters, digits, _ . and -")
+    elif len(name) > limits.MAX_NAME:
+        problems.add(at("name"), "name", f"is {len(name)} characters long; at most {limits.MAX_NAME} are taken")
 
     kind_name: Any = raw.get("kind")
     kind_cls = None
@@ -220,14 +249,18 @@ def parse_probe(
             shared.target = getattr(kind_cls, "default_target", "")
         if not shared.target:
             problems.add(at("target"), "target", "is required")
-        if timeout >= period:
+        elif len(shared.target) > limits.MAX_TARGET:
+            problems.add(at("target"), "target", f"is {len(shared.target)} characters long; "
+                                                 f"at most {limits.MAX_TARGET} are taken")
+        ranges = _range_problems(period, timeout, failures)
+        for key, message in ranges:
+            problems.add(at(key) if key in raw else at("period"), key, message)
+        if not ranges and timeout >= period:
             problems.add(
                 at("timeout") if "timeout" in raw else at("period"),
                 "timeout",
                 f"must be shorter than period ({format_duration(period)})",
             )
-        if failures < 1:
-            problems.add(at("failures"), "failures", "must be at least 1")
         for key, message in _label_problems(shared.labels):
             problems.add(at("labels"), key, message)
 
@@ -277,7 +310,10 @@ def _section(data: LineDict, key: str, cls: type[S], path: str, located: list[Lo
     problems = Problems()
     raw = data.get(key)
     result = None
-    if raw is None:
+    bounds = limits.data_problems(raw)
+    for bad_key, message in bounds:
+        problems.add(data.line_of(key), bad_key, message)
+    if raw is None or bounds:
         pass
     elif isinstance(raw, dict):
         result = build(cls, raw, problems, line=data.line_of(key))
