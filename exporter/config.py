@@ -9,9 +9,12 @@ same messages.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -378,12 +381,42 @@ def parse_config(text: str, path: str, check_env: bool = True) -> Config:
     return Config(path=path, defaults=defaults, probes=specs, api=api)
 
 
-def load_config(path: str, check_env: bool = True) -> Config:
+MAX_CONFIG_BYTES = 64 << 20
+
+
+def read_config_bytes(path: str) -> bytes:
+    """The config file's bytes; OSError unless it is a regular file of at most 64 MiB.
+
+    Opened without blocking, so a FIFO or a device put in the file's place
+    is refused at once instead of hanging a reload or eating memory.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except OSError as exc:
-        raise ConfigError([Located(path, 0, "", "", f"cannot be read: {exc.strerror or exc}")]) from None
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, "is not a regular file")
+        if info.st_size > MAX_CONFIG_BYTES:
+            raise OSError(errno.EFBIG, f"is larger than {MAX_CONFIG_BYTES >> 20} MiB")
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            data = fh.read(MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            raise OSError(errno.EFBIG, f"is larger than {MAX_CONFIG_BYTES >> 20} MiB")
+        return data
+    finally:
+        os.close(fd)
+
+
+def decode_config(data: bytes, path: str, check_env: bool = True) -> Config:
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError([Located(path, 0, "", "", f"is not UTF-8 text: {exc.reason}")]) from None
     return parse_config(text, path, check_env=check_env)
+
+
+def load_config(path: str, check_env: bool = True) -> Config:
+    try:
+        data = read_config_bytes(path)
+    except OSError as exc:
+        raise ConfigError([Located(path, 0, "", "", f"cannot be read: {exc.strerror or exc}")]) from None
+    return decode_config(data, path, check_env=check_env)

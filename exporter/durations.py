@@ -1,7 +1,7 @@
 """Durations in Prometheus form (500ms, 10s, 5m, 1h30m) or plain seconds.
 
-Only ASCII digits are read (``int("９")`` is 9 in Python, a config's ``９s`` is
-not), and the result is always a finite number of seconds greater than zero
+Only ASCII digits are read (Python's ``float`` takes fullwidth and other
+Unicode digits; a duration here does not), and the result is always a finite number of seconds greater than zero
 and at most ``MAX_DURATION``: NaN, infinity and overflowing spellings such as
 ``1e999`` are refused with a message, never passed on.
 """

@@ -81,10 +81,11 @@ def data_problems(value: Any, prefix: str = "") -> list[tuple[str, str]]:
                     name = str(k)
                     child = f"{key}.{name}" if key else name
                     if why := bad_text(name):
-                        out.append((key or "(top level)", f"key {ascii(name)} {why}"))
+                        out.append((key or "(top level)", f"key {name!a} {why}"))
                         continue
                     if len(name) > MAX_KEY:
-                        out.append((key or "(top level)", f"a key is {len(name)} characters long; at most {MAX_KEY} are taken"))
+                        out.append((key or "(top level)",
+                                    f"a key is {len(name)} characters long; at most {MAX_KEY} are taken"))
                         continue
                 else:
                     child = f"{key}[{k}]"

@@ -18,6 +18,7 @@ from typing import Any
 
 from ..config import Config
 from ..http import Request, Response, Router
+from ..limits import parse_json_body
 from ..service import Exporter
 from ..state import ProbeState
 from .collate import Selection, collate, iso, summary
@@ -107,7 +108,7 @@ class StatusApi:
             return config
         name = request.params["name"]
         try:
-            raw = request.json()
+            raw = parse_json_body(request.body)
         except ValueError as exc:
             return error(400, str(exc))
         if isinstance(raw, dict) and command_refused(raw.get("kind"), config.api):

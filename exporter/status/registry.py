@@ -24,6 +24,7 @@ from typing import Any
 from probes.registry import get_kind
 
 from ..config import ApiSettings, Defaults, Located, ProbeSpec, parse_probe
+from ..limits import bad_text
 from ..options import Problems
 
 log = logging.getLogger("probewatch.status")
@@ -82,6 +83,45 @@ def read_state_file(path: str) -> dict[str, Any]:
     if doc.get("version") != FORMAT_VERSION:
         raise StoreError(f"{path}: version {doc.get('version')!r} is not {FORMAT_VERSION}")
     return dict(doc["probes"])
+
+
+def salvage_state_file(path: str) -> dict[str, Any]:
+    """The definitions that still parse in a state file that does not parse whole.
+
+    A file cut short or damaged after some entries still gives those entries:
+    the ``"probes"`` object is read entry by entry until the first that fails.
+    """
+    try:
+        with open(path, "rb") as fh:
+            text = fh.read().decode("utf-8", errors="replace")
+    except OSError:
+        return {}
+    decoder = json.JSONDecoder()
+    found: dict[str, Any] = {}
+    start = text.find('"probes"')
+    pos = text.find("{", start + len('"probes"')) + 1 if start >= 0 else 0
+    if pos <= 0:
+        return {}
+    ws = " \t\r\n,"
+    try:
+        while True:
+            while pos < len(text) and text[pos] in ws:
+                pos += 1
+            if pos >= len(text) or text[pos] != '"':
+                return found
+            name, pos = decoder.raw_decode(text, pos)
+            while pos < len(text) and text[pos] in " \t\r\n":
+                pos += 1
+            if not text.startswith(":", pos):
+                return found
+            pos += 1
+            while pos < len(text) and text[pos] in " \t\r\n":
+                pos += 1
+            value, pos = decoder.raw_decode(text, pos)
+            if isinstance(name, str):
+                found[name] = value
+    except (ValueError, RecursionError):
+        return found
 
 
 def remove_stale_temps(path: str) -> None:
@@ -149,16 +189,23 @@ class RegisteredProbes:
         self.broken = ""  # why the file could not be loaded; writes are refused while set
 
     def load(self) -> None:
-        """Read the state file; a broken one is kept untouched and disables writes."""
+        """Read the state file; a broken one is kept untouched and disables writes.
+
+        What still parses of a broken file runs (see ``salvage_state_file``),
+        so a damaged file never stops the exporter from starting; the file
+        itself is left as it is for repair and never overwritten.
+        """
         with self._lock:
             remove_stale_temps(self.path)
             try:
                 self._raw = read_state_file(self.path)
             except StoreError as exc:
                 self.broken = str(exc)
-                self._raw = {}
-                log.error("registered probes not loaded; registration is off until the file "
-                          "is fixed or removed", extra={"problem": self.broken})
+                self._raw = salvage_state_file(self.path)
+                self._resolved_for = None
+                log.error("state file cannot be loaded whole; registration is off until the "
+                          "file is fixed or removed (it is kept untouched)",
+                          extra={"problem": self.broken, "salvaged": len(self._raw)})
                 return
             self.broken = ""
             self._resolved_for = None
@@ -172,8 +219,12 @@ class RegisteredProbes:
             if settings != self._resolved_for:
                 self._specs = {}
                 for name, raw in sorted(self._raw.items()):
-                    spec, problems = resolve(name, raw, settings.defaults, settings.api)
+                    try:
+                        spec, problems = resolve(name, raw, settings.defaults, settings.api)
+                    except Exception as exc:  # one bad entry must not stop the rest
+                        spec, problems = None, [Located("", 0, "", "", f"cannot be read: {exc!r}")]
                     if spec is None:
+                        name = ascii(name) if bad_text(name) else name
                         log.error("registered probe not run: its definition is no longer valid",
                                   extra={"probe": name, "problems": "; ".join(map(str, problems))})
                     else:
