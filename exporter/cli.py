@@ -54,6 +54,8 @@ def _shard_arg(text: str) -> str:
 
 
 def _listen_arg(text: str) -> tuple[str, int]:
+    if not text.isascii():  # int() takes fullwidth digits; an address must not
+        raise argparse.ArgumentTypeError(f"{text!r}: write the address in ASCII (digits 0-9)")
     try:
         return parse_listen_address(text)
     except ValueError as exc:
@@ -234,7 +236,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     state.record(result, latency, started)
     last = state.last
     assert last is not None
-    print(f"probe:   {spec.name} ({spec.kind} {spec.target})" + ("" if spec.active else " [inactive]"))
+    print(f"probe:   {spec.name} ({spec.kind} {spec.shown_target})" + ("" if spec.active else " [inactive]"))
     print(f"result:  {'up' if last.up else 'down'}")
     print(f"code:    {last.code}")
     print(f"latency: {latency:.6f}s")

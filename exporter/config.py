@@ -18,6 +18,7 @@ import stat
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from probes.redact import mask_text, mask_value
 from probes.registry import KindUnavailable, get_kind, kind_names
 
 from . import limits
@@ -58,6 +59,9 @@ class ApiSettings:
     token_file: str = ""
     state_file: str = ""
     allow_command: bool = False
+    # The one directory API-registered probes may name files (*_file options) in;
+    # relative to the config file's directory.  Empty: no files for API probes.
+    credentials_dir: str = ""
 
 
 @dataclass
@@ -87,9 +91,10 @@ class ProbeSpec:
     options: Any
     source: str = "config"  # "config" or "api"
 
-    def definition(self) -> dict[str, Any]:
-        """The resolved definition as plain data (for the API and change detection)."""
-        return {
+    def definition(self, masked: bool = True) -> dict[str, Any]:
+        """The resolved definition as plain data: secrets masked for showing
+        (probes.redact), whole for change detection."""
+        out = {
             "name": self.name,
             "kind": self.kind,
             "target": self.target,
@@ -100,10 +105,16 @@ class ProbeSpec:
             "failures": self.failures,
             self.kind: options_as_dict(self.options),
         }
+        return mask_value(out) if masked else out
+
+    @property
+    def shown_target(self) -> str:
+        """The target with any password or token in it masked."""
+        return mask_text(self.target)
 
     @property
     def fingerprint(self) -> str:
-        blob = json.dumps(self.definition(), sort_keys=True, default=str)
+        blob = json.dumps(self.definition(masked=False), sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -145,10 +156,11 @@ class Located:
     def __str__(self) -> str:
         head = f"{self.file}:{self.line}: " if self.file else ""
         parts = [p for p in (self.where, self.key) if p]
-        return head + "".join(p + ": " for p in parts) + self.message
+        return head + "".join(p + ": " for p in parts) + mask_text(self.message)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"line": self.line, "where": self.where, "key": self.key, "message": self.message}
+        return {"line": self.line, "where": self.where, "key": self.key,
+                "message": mask_text(self.message)}
 
 
 class ConfigError(Exception):
@@ -258,7 +270,7 @@ def parse_probe(
         ranges = _range_problems(period, timeout, failures)
         for key, message in ranges:
             problems.add(at(key) if key in raw else at("period"), key, message)
-        if not ranges and timeout >= period:
+        if not any(k in ("period", "timeout") for k, _ in ranges) and timeout >= period:
             problems.add(
                 at("timeout") if "timeout" in raw else at("period"),
                 "timeout",
@@ -344,6 +356,8 @@ def parse_config(text: str, path: str, check_env: bool = True) -> Config:
                                    "unknown key (known keys: api, defaults, probes)"))
     defaults = _section(data, "defaults", Defaults, path, located)
     api = _section(data, "api", ApiSettings, path, located)
+    if api.credentials_dir:
+        api.credentials_dir = os.path.join(os.path.dirname(os.path.abspath(path)), api.credentials_dir)
 
     raw_probes = data.get("probes")
     specs: list[ProbeSpec] = []

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 
 from probes.base import Reading, Result
+from probes.redact import mask_text
 
 MAX_VALUE_FIELDS = 32
 MAX_FIELD_CHARS = 128
@@ -38,7 +39,7 @@ def _clean_label(value: str) -> str:
 
 def clean_result(result: Result) -> None:
     """Make ``result`` safe in place (see the module docstring)."""
-    result.message = clean_text(result.message)
+    result.message = mask_text(clean_text(result.message))
     if result.level_name is not None:
         result.level_name = clean_text(result.level_name)
     kept: list[Reading] = []

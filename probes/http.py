@@ -49,6 +49,7 @@ from .http_transport import (
     proxy_problem,
     transport_failure,
 )
+from .secret_files import read_secret_text
 from .tls import TlsOptions, unreadable
 
 CERT_EXPIRY = "probewatch_probe_http_cert_expiry_timestamp_seconds"
@@ -163,8 +164,7 @@ def secret_file_problem(path: str) -> str:
 
 
 def read_secret(path: str) -> str:
-    with open(path, encoding="utf-8") as fh:
-        return fh.read().strip("\r\n")
+    return read_secret_text(path).strip("\r\n")  # a regular file of at most 64 KiB
 
 
 def url_problems(target: str) -> list[tuple[str, str]]:

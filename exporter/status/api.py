@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from probes.redact import mask_value
+
 from ..config import Config
 from ..http import Request, Response, Router
 from ..limits import parse_json_body
@@ -98,7 +100,7 @@ class StatusApi:
         raw = self.store().definition(name)
         if raw is not None:  # registered but not run here (another shard, or now invalid)
             return Response.json({"name": name, "source": "api", "scheduled": False,
-                                  "registered_definition": raw}, headers=dict(NO_CACHE))
+                                  "registered_definition": mask_value(raw)}, headers=dict(NO_CACHE))
         return error(404, f"no probe named {name!r}")
 
     # -- writing -------------------------------------------------------------

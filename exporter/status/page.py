@@ -109,7 +109,7 @@ def card(state: ProbeState, now: float) -> str:
         f'data-state="{word}" data-level="{level}">'
         f'<div class="head"><span class="badge level-{level}">{badge}</span>'
         f'<span class="name">{escape(spec.name)}</span>'
-        f'<span class="where">{escape(spec.kind)} {escape(spec.target)}</span></div>'
+        f'<span class="where">{escape(spec.kind)} {escape(spec.shown_target)}</span></div>'
         f'<div class="facts"><span class="state">{word}</span>'
         f'<span>changed {moment(state.last_change_at, now)}</span>'
         f'<span>latency <span class="latency">{latency}</span></span>'

@@ -12,6 +12,7 @@ succeeded.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import os
@@ -22,9 +23,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from probes.registry import get_kind
+from probes.secret_files import regular_file_problem
 
 from ..config import ApiSettings, Defaults, Located, ProbeSpec, parse_probe
-from ..limits import bad_text
+from ..limits import bad_text, data_problems
 from ..options import Problems
 
 log = logging.getLogger("probewatch.status")
@@ -149,7 +151,10 @@ def resolve(name: str, raw: Any, defaults: Defaults, api: ApiSettings) -> tuple[
     """Check one API definition exactly as the config file's probes are checked."""
     if not isinstance(raw, dict):
         return None, [Located("", 0, "", "", "the probe definition must be a JSON object")]
-    raw = dict(raw)
+    bounds = data_problems(raw)
+    if bounds:
+        return None, [Located("", 0, "", key, message) for key, message in bounds]
+    raw = copy.deepcopy(raw)  # file options are rewritten below; the stored copy stays as sent
     given = raw.setdefault("name", name)
     if given != name:
         message = f"{given!r} differs from the name in the URL ({name!r})"
@@ -157,6 +162,9 @@ def resolve(name: str, raw: Any, defaults: Defaults, api: ApiSettings) -> tuple[
     if command_refused(raw.get("kind"), api):
         return None, [Located("", 0, "", "kind",
                               "command probes can be registered only with api.allow_command: true")]
+    refused = file_option_problems(raw, api)
+    if refused:
+        return None, [Located("", 0, "", key, message) for key, message in refused]
     problems = Problems()
     spec = parse_probe(raw, defaults, problems, source="api")
     if spec is not None and spec.active:
@@ -166,6 +174,48 @@ def resolve(name: str, raw: Any, defaults: Defaults, api: ApiSettings) -> tuple[
             problems.add(0, spec.kind, str(refusal))
             spec = None
     return spec, [Located("", 0, "", p.key, p.message) for p in problems]
+
+
+def file_option_problems(raw: dict[str, Any], api: ApiSettings) -> list[tuple[str, str]]:
+    """API probes name files (``*_file`` options) only inside ``api.credentials_dir``.
+
+    Checked before the definition's options are, so no check opens a file
+    outside the directory: each must resolve (symlinks followed) to a regular
+    file inside it, of at most 64 KiB.  Relative paths are taken inside the
+    directory, and rewritten in ``raw`` to the resolved path.
+    """
+    out: list[tuple[str, str]] = []
+    base = os.path.realpath(api.credentials_dir) if api.credentials_dir else ""
+    stack: list[tuple[str, Any]] = [("", raw)]
+    while stack:
+        prefix, node = stack.pop()
+        if isinstance(node, list):
+            stack.extend((f"{prefix}[{i}]", v) for i, v in enumerate(node))
+            continue
+        if not isinstance(node, dict):
+            continue
+        for key, value in list(node.items()):
+            where = f"{prefix}.{key}" if prefix else str(key)
+            if not (isinstance(key, str) and key.endswith("_file")):
+                stack.append((where, value))
+                continue
+            if not isinstance(value, str) or not value:
+                continue
+            if not base:
+                out.append((where, "probes registered through the API may not read files; set "
+                                   "api.credentials_dir in the config file to allow one directory"))
+                continue
+            if "\0" in value:
+                out.append((where, "is not a file name"))
+                continue
+            path = os.path.realpath(os.path.join(base, value))
+            if os.path.commonpath([base, path]) != base:
+                out.append((where, f"{value!r} is outside api.credentials_dir"))
+            elif why := regular_file_problem(path):
+                out.append((where, why.replace(repr(path), repr(value))))
+            else:
+                node[key] = path
+    return out
 
 
 @dataclass(frozen=True)
