@@ -35,6 +35,7 @@ from exporter import __version__
 from .base import Reading, Result, run_blocking, truncate
 from .expectations import (
     JsonExpectation,
+    Pattern,
     StatusCodes,
     StatusSet,
     compile_regex,
@@ -137,8 +138,8 @@ class HttpOptions(RequestOptions):
     body_regex: str | list[str] = field(default_factory=list)
     body_not_regex: str | list[str] = field(default_factory=list)
     expect: list[JsonExpectation] = field(default_factory=list)
-    body_patterns: list[re.Pattern[str]] = field(default_factory=list, init=False, repr=False)
-    body_not_patterns: list[re.Pattern[str]] = field(default_factory=list, init=False, repr=False)
+    body_patterns: list[Pattern] = field(default_factory=list, init=False, repr=False)
+    body_not_patterns: list[Pattern] = field(default_factory=list, init=False, repr=False)
 
     def check(self) -> list[tuple[str, str]]:
         out = super().check()
