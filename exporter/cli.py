@@ -113,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in ("serve", "probe"):
+        from .init import become_init
+
+        become_init()  # as PID 1: reap orphans in a parent process (exporter/init.py)
     try:
         if args.command == "serve":
             return cmd_serve(args)
