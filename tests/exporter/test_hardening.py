@@ -56,9 +56,9 @@ def test_a_state_file_that_cannot_be_loaded_whole_still_starts_with_what_it_can(
     state = tmp_path / "state" / "registered.json"
     state.parent.mkdir()
     # One good entry, one a lone surrogate (stored before validation existed), then cut off.
-    text = ('{"version": 1, "probes": {"good": {"kind": "tcp", "target": "%s"}, '
-            '"bad": {"kind": "tcp", "target": "%s", "labels": {"x": "\\ud800"}}, '
-            '"cut": {"kind": "tc' % (up, up))
+    text = ('{"version": 1, "probes": {"good": {"kind": "tcp", "target": "@UP@"}, '
+            '"bad": {"kind": "tcp", "target": "@UP@", "labels": {"x": "\\ud800"}}, '
+            '"cut": {"kind": "tc').replace("@UP@", up)
     state.write_text(text)
     with serve(config) as pw:
         wait_for(lambda: pw.value("probewatch_probe_up", probe="good") == 1, what="salvaged probe up")
