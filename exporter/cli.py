@@ -15,6 +15,7 @@ import threading
 from collections.abc import Sequence
 
 from probes.base import Result
+from probes.redact import mask_log_records
 from probes.registry import KindUnavailable, get_kind, kind_names, loaded_kinds
 
 from . import __version__, logs
@@ -113,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    mask_log_records()  # no secret in any log line (probes/redact.py)
     if args.command in ("serve", "probe"):
         from .init import become_init
 

@@ -17,6 +17,7 @@ labels (``target``) and messages:
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
@@ -72,3 +73,22 @@ def mask_value(value: Any, key: str = "") -> Any:
     if isinstance(value, list | tuple):
         return [mask_value(v) for v in value]
     return value
+
+
+def mask_log_records() -> None:
+    """Mask secrets in every log record's message and arguments, whoever logs it
+    (urllib3 at debug level logs request lines with their query strings)."""
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "masks_secrets", False):
+        return
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        if isinstance(record.msg, str):
+            record.msg = mask_text(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(mask_text(a) if isinstance(a, str) else a for a in record.args)
+        return record
+
+    factory.masks_secrets = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
