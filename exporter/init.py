@@ -21,7 +21,6 @@ import contextlib
 import ctypes
 import os
 import signal
-import sys
 
 PR_SET_CHILD_SUBREAPER = 36
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT,
@@ -55,7 +54,8 @@ def become_init() -> None:
         return
     for sig in FORWARDED:
         signal.signal(sig, lambda signum, _frame: _forward(child, signum))
-    sys.exit(_reap_until(child))
+    # os._exit: the exporter's atexit hooks and buffers belong to the child, not to this init.
+    os._exit(_reap_until(child))
 
 
 def _forward(child: int, signum: int) -> None:
