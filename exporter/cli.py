@@ -15,6 +15,7 @@ import threading
 from collections.abc import Sequence
 
 from probes.base import Result
+from probes.redact import mask_log_records
 from probes.registry import KindUnavailable, get_kind, kind_names, loaded_kinds
 
 from . import __version__, logs
@@ -54,6 +55,8 @@ def _shard_arg(text: str) -> str:
 
 
 def _listen_arg(text: str) -> tuple[str, int]:
+    if not text.isascii():  # int() takes fullwidth digits; an address must not
+        raise argparse.ArgumentTypeError(f"{text!r}: write the address in ASCII (digits 0-9)")
     try:
         return parse_listen_address(text)
     except ValueError as exc:
@@ -116,6 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    mask_log_records()  # no secret in any log line (probes/redact.py)
+    if args.command in ("serve", "probe"):
+        from .init import become_init
+
+        become_init()  # as PID 1: reap orphans in a parent process (exporter/init.py)
     try:
         if args.command == "serve":
             return cmd_serve(args)
@@ -253,7 +261,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     state.record(result, latency, started)
     last = state.last
     assert last is not None
-    print(f"probe:   {spec.name} ({spec.kind} {spec.target})" + ("" if spec.active else " [inactive]"))
+    print(f"probe:   {spec.name} ({spec.kind} {spec.shown_target})" + ("" if spec.active else " [inactive]"))
     print(f"result:  {'up' if last.up else 'down'}")
     print(f"code:    {last.code}")
     print(f"latency: {latency:.6f}s")

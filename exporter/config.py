@@ -9,15 +9,19 @@ same messages.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
+from probes.redact import mask_text, mask_value
 from probes.registry import KindUnavailable, get_kind, kind_names
 
+from . import limits
 from .durations import format_duration
 from .options import Duration, Problem, Problems, build, option_shape
 from .yamlsource import LineDict, LineList, YamlError, load_yaml
@@ -43,9 +47,7 @@ class Defaults:
     labels: dict[str, str] = field(default_factory=dict)
 
     def check(self) -> list[tuple[str, str]]:
-        out = []
-        if self.failures < 1:
-            out.append(("failures", "must be at least 1"))
+        out = _range_problems(self.period, self.timeout, self.failures)
         out.extend(_label_problems(self.labels))
         return out
 
@@ -61,6 +63,9 @@ class ApiSettings:
     # this host without a token (and with the token from anywhere), "token" only
     # with the token, "read-only" refuses them.  See docs/status-api.md.
     megaphone: Literal["loopback", "token", "read-only"] = "loopback"
+    # The one directory API-registered probes may name files (*_file options) in;
+    # relative to the config file's directory.  Empty: no files for API probes.
+    credentials_dir: str = ""
 
 
 # Placeholders web.external_urls.grafana may use; each is URL-encoded when filled in.
@@ -133,9 +138,10 @@ class ProbeSpec:
     options: Any
     source: str = "config"  # "config" or "api"
 
-    def definition(self) -> dict[str, Any]:
-        """The resolved definition as plain data (for the API and change detection)."""
-        return {
+    def definition(self, masked: bool = True) -> dict[str, Any]:
+        """The resolved definition as plain data: secrets masked for showing
+        (probes.redact), whole for change detection."""
+        out = {
             "name": self.name,
             "kind": self.kind,
             "target": self.target,
@@ -146,10 +152,16 @@ class ProbeSpec:
             "failures": self.failures,
             self.kind: options_as_dict(self.options),
         }
+        return mask_value(out) if masked else out
+
+    @property
+    def shown_target(self) -> str:
+        """The target with any password or token in it masked."""
+        return mask_text(self.target)
 
     @property
     def fingerprint(self) -> str:
-        blob = json.dumps(self.definition(), sort_keys=True, default=str)
+        blob = json.dumps(self.definition(masked=False), sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -192,10 +204,11 @@ class Located:
     def __str__(self) -> str:
         head = f"{self.file}:{self.line}: " if self.file else ""
         parts = [p for p in (self.where, self.key) if p]
-        return head + "".join(p + ": " for p in parts) + self.message
+        return head + "".join(p + ": " for p in parts) + mask_text(self.message)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"line": self.line, "where": self.where, "key": self.key, "message": self.message}
+        return {"line": self.line, "where": self.where, "key": self.key,
+                "message": mask_text(self.message)}
 
 
 class ConfigError(Exception):
@@ -206,11 +219,31 @@ class ConfigError(Exception):
 
 def _label_problems(labels: dict[str, str], prefix: str = "labels.") -> list[tuple[str, str]]:
     out = []
-    for key in labels:
+    if len(labels) > limits.MAX_LABELS:
+        out.append((prefix.rstrip("."), f"sets {len(labels)} labels; at most {limits.MAX_LABELS} are taken"))
+    for key, value in labels.items():
         if not LABEL_RE.match(key):
             out.append((prefix + key, "is not a valid label name ([a-zA-Z_][a-zA-Z0-9_]*)"))
         elif key in RESERVED_LABELS or key.startswith("__"):
             out.append((prefix + key, "is reserved by probewatch; choose another label name"))
+        elif len(value) > limits.MAX_LABEL_VALUE:
+            out.append((prefix + key, f"is {len(value)} characters long; at most "
+                                      f"{limits.MAX_LABEL_VALUE} are taken"))
+    return out
+
+
+def _range_problems(period: float | None, timeout: float | None,
+                    failures: int | None) -> list[tuple[str, str]]:
+    """The documented ranges of the shared numbers (README: Hardening and limits)."""
+    out = []
+    if period is not None and not limits.MIN_PERIOD <= period <= limits.MAX_PERIOD:
+        out.append(("period", f"{format_duration(period)} is outside "
+                              f"{format_duration(limits.MIN_PERIOD)}..7d"))
+    elif timeout is not None and timeout < limits.MIN_TIMEOUT:
+        out.append(("timeout", f"{format_duration(timeout)} is shorter than "
+                               f"{format_duration(limits.MIN_TIMEOUT)}"))
+    if failures is not None and not 1 <= failures <= limits.MAX_FAILURES:
+        out.append(("failures", f"must be from 1 to {limits.MAX_FAILURES}"))
     return out
 
 
@@ -236,11 +269,21 @@ def parse_probe(
     def at(key: str) -> int:
         return lines.line_of(key) if lines is not None else line
 
+    # Out-of-bounds data (lone surrogates, NaN, huge or deep values) is refused
+    # before any option is typed or checked, so no check sees it.
+    bounds = limits.data_problems(raw)
+    for key, message in bounds:
+        problems.add(at(key.split(".")[0].split("[")[0]), key, message)
+    if bounds:
+        return None
+
     name: Any = raw.get("name")
     if not isinstance(name, str) or not name:
         problems.add(at("name"), "name", "is required (letters, digits, _ . -)")
     elif not NAME_RE.match(name):
         problems.add(at("name"), "name", f"{name!r} may hold only letters, digits, _ . and -")
+    elif len(name) > limits.MAX_NAME:
+        problems.add(at("name"), "name", f"is {len(name)} characters long; at most {limits.MAX_NAME} are taken")
 
     kind_name: Any = raw.get("kind")
     kind_cls = None
@@ -274,14 +317,18 @@ def parse_probe(
             shared.target = getattr(kind_cls, "default_target", "")
         if not shared.target:
             problems.add(at("target"), "target", "is required")
-        if timeout >= period:
+        elif len(shared.target) > limits.MAX_TARGET:
+            problems.add(at("target"), "target", f"is {len(shared.target)} characters long; "
+                                                 f"at most {limits.MAX_TARGET} are taken")
+        ranges = _range_problems(period, timeout, failures)
+        for key, message in ranges:
+            problems.add(at(key) if key in raw else at("period"), key, message)
+        if not any(k in ("period", "timeout") for k, _ in ranges) and timeout >= period:
             problems.add(
                 at("timeout") if "timeout" in raw else at("period"),
                 "timeout",
                 f"must be shorter than period ({format_duration(period)})",
             )
-        if failures < 1:
-            problems.add(at("failures"), "failures", "must be at least 1")
         for key, message in _label_problems(shared.labels):
             problems.add(at("labels"), key, message)
 
@@ -370,7 +417,10 @@ def _section(data: LineDict, key: str, cls: type[S], path: str, located: list[Lo
     problems = Problems()
     raw = data.get(key)
     result = None
-    if raw is None:
+    bounds = limits.data_problems(raw)
+    for bad_key, message in bounds:
+        problems.add(data.line_of(key), bad_key, message)
+    if raw is None or bounds:
         pass
     elif isinstance(raw, dict):
         result = build(cls, raw, problems, line=data.line_of(key))
@@ -403,6 +453,8 @@ def parse_config(text: str, path: str, check_env: bool = True) -> Config:
     for key in ("token_file", "state_file"):
         if getattr(api, key):
             setattr(api, key, os.path.join(base, os.path.expanduser(getattr(api, key))))
+    if api.credentials_dir:
+        api.credentials_dir = os.path.join(base, os.path.expanduser(api.credentials_dir))
 
     raw_probes = data.get("probes")
     specs: list[ProbeSpec] = []
@@ -440,12 +492,42 @@ def parse_config(text: str, path: str, check_env: bool = True) -> Config:
     return Config(path=path, defaults=defaults, probes=specs, api=api, web=web)
 
 
-def load_config(path: str, check_env: bool = True) -> Config:
+MAX_CONFIG_BYTES = 64 << 20
+
+
+def read_config_bytes(path: str) -> bytes:
+    """The config file's bytes; OSError unless it is a regular file of at most 64 MiB.
+
+    Opened without blocking, so a FIFO or a device put in the file's place
+    is refused at once instead of hanging a reload or eating memory.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except OSError as exc:
-        raise ConfigError([Located(path, 0, "", "", f"cannot be read: {exc.strerror or exc}")]) from None
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, "is not a regular file")
+        if info.st_size > MAX_CONFIG_BYTES:
+            raise OSError(errno.EFBIG, f"is larger than {MAX_CONFIG_BYTES >> 20} MiB")
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            data = fh.read(MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            raise OSError(errno.EFBIG, f"is larger than {MAX_CONFIG_BYTES >> 20} MiB")
+        return data
+    finally:
+        os.close(fd)
+
+
+def decode_config(data: bytes, path: str, check_env: bool = True) -> Config:
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError([Located(path, 0, "", "", f"is not UTF-8 text: {exc.reason}")]) from None
     return parse_config(text, path, check_env=check_env)
+
+
+def load_config(path: str, check_env: bool = True) -> Config:
+    try:
+        data = read_config_bytes(path)
+    except OSError as exc:
+        raise ConfigError([Located(path, 0, "", "", f"cannot be read: {exc.strerror or exc}")]) from None
+    return decode_config(data, path, check_env=check_env)

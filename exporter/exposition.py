@@ -63,7 +63,7 @@ class LabelSet:
 
     @classmethod
     def for_spec(cls, spec: ProbeSpec) -> LabelSet:
-        pairs = [("probe", spec.name), ("kind", spec.kind), ("target", spec.target), *spec.labels]
+        pairs = [("probe", spec.name), ("kind", spec.kind), ("target", spec.shown_target), *spec.labels]
         return cls(",".join(f'{k}="{escape(v)}"' for k, v in pairs))
 
 

@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from .config import Config, ConfigError, ProbeSpec, load_config
+from .config import Config, ConfigError, ProbeSpec, decode_config, load_config, read_config_bytes
 from .exposition import merge_own, render_probes
 from .http import Request, Response, Router
 from .scheduler import Scheduler
@@ -20,6 +20,9 @@ log = logging.getLogger("probewatch")
 
 OPENMETRICS_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 TEXT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# A changed config file is applied once two reads this far apart agree.
+WATCH_SETTLE = 0.5
+WATCH_SETTLE_ROUNDS = 10
 
 
 class Exporter:
@@ -50,24 +53,42 @@ class Exporter:
             self._install(config)
         self.ready = True
 
-    def reload(self) -> list[str]:
-        """Re-read the config file; return its problems (empty on success)."""
+    def reload(self, data: bytes | None = None) -> list[str]:
+        """Re-read the config file (or apply ``data``, its content as read); return its
+        problems (empty on success)."""
         with self._lock:
             try:
-                config = load_config(self.config_path)
+                if data is None:
+                    try:
+                        data = read_config_bytes(self.config_path)
+                    except OSError:
+                        data = None
+                if data is None:
+                    config = load_config(self.config_path)  # raises with the reason
+                else:
+                    # What was tried, good or bad: the watcher acts on the next change,
+                    # and a restored good file differs from a failed one, so it reloads.
+                    self._file_digest = hashlib.sha256(data).hexdigest()
+                    config = decode_config(data, self.config_path)
             except ConfigError as exc:
                 self.telemetry.reload_ok.set(0)
                 for problem in exc.problems:
                     log.error("config reload failed", extra={"problem": str(problem)})
                 return [str(p) for p in exc.problems]
-            self._install(config)
+            try:
+                self._install(config, data)
+            except Exception as exc:  # a reload never takes the exporter down
+                self.telemetry.reload_ok.set(0)
+                self._file_digest = ""  # the watcher tries again next interval
+                log.exception("config reload failed", extra={"problem": repr(exc)})
+                return [f"the config could not be applied: {exc!r}"]
             log.info("config reloaded", extra={"probes": len(config.probes)})
             return []
 
-    def _install(self, config: Config) -> None:
+    def _install(self, config: Config, data: bytes | None = None) -> None:
         self.config = config
-        self._file_digest = _digest(self.config_path)
         self.apply()
+        self._file_digest = hashlib.sha256(data).hexdigest() if data is not None else _digest(self.config_path)
         self.telemetry.reload_ok.set(1)
         self.telemetry.reload_ok_at.set(time.time())
 
@@ -85,16 +106,43 @@ class Exporter:
             listener(state)
 
     # -- watching ------------------------------------------------------------
-    def watch(self, interval: float) -> None:
-        """Reload when the config file's content changes (ConfigMap updates included)."""
+    def watch(self, interval: float, settle: float = WATCH_SETTLE) -> None:
+        """Reload when the config file's content changes (ConfigMap updates included).
+
+        A change is applied only once the content is stable: read again after
+        ``settle`` seconds, it must be the same bytes (so a file truncated and
+        then written, as ``>`` and many editors do, is not applied half-way),
+        and it must parse whole (else the old config keeps running and
+        probewatch_config_last_reload_successful is 0 until a good file comes).
+        Nothing that goes wrong in one round stops the thread.
+        """
         def loop() -> None:
             while not self._stop.wait(interval):
-                digest = _digest(self.config_path)
-                if digest and digest != self._file_digest:
-                    log.info("config file changed", extra={"file": self.config_path})
-                    self.reload()
-                    self._file_digest = digest
+                try:
+                    self._watch_once(settle)
+                except Exception:  # the watcher must outlive any failure
+                    log.exception("config watch round failed; watching on")
         threading.Thread(target=loop, name="config-watch", daemon=True).start()
+
+    def _watch_once(self, settle: float) -> None:
+        data = _read(self.config_path)
+        if data is None or hashlib.sha256(data).hexdigest() == self._file_digest:
+            return
+        # Re-read until two reads agree (bounded: a file rewritten without pause
+        # for longer than this is tried again next interval).
+        for _ in range(WATCH_SETTLE_ROUNDS):
+            if self._stop.wait(settle):
+                return
+            again = _read(self.config_path)
+            if again is None:
+                return
+            if again == data:
+                break
+            data = again
+        else:
+            return
+        log.info("config file changed", extra={"file": self.config_path})
+        self.reload(data)
 
     def stop(self) -> None:
         self._stop.set()
@@ -129,6 +177,13 @@ class Exporter:
             return Response.text("config not reloaded; the old config keeps running:\n"
                                  + "\n".join(problems) + "\n", 400)
         return Response.text("config reloaded\n")
+
+
+def _read(path: str) -> bytes | None:
+    try:
+        return read_config_bytes(path)
+    except OSError:
+        return None
 
 
 def _digest(path: str) -> str:

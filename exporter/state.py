@@ -16,6 +16,7 @@ from probes.base import Result, truncate
 from .config import ProbeSpec
 from .exposition import LabelSet, ProbeLines, render_probe
 from .history import Run, RunHistory
+from .peer_data import clean_result
 
 # Nine buckets from 5ms to 30s: each adds a line per probe to every scrape,
 # and at 10,000 probes the histogram is most of the /metrics page.
@@ -49,6 +50,7 @@ class ProbeState:
 
     def record(self, result: Result, latency: float, started: float) -> bool:
         """Store a finished run; return True when up/down changed."""
+        clean_result(result)  # peers' text and readings bounded (exporter.peer_data)
         result.message = truncate(result.message)
         changed = self.last is not None and self.last.up != result.up
         if self.last is None or changed:

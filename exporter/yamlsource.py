@@ -87,3 +87,5 @@ def load_yaml(text: str) -> Any:
         raise YamlError(line, f"invalid YAML: {problem}{context}") from None
     except yaml.YAMLError as exc:
         raise YamlError(0, f"invalid YAML: {exc}") from None
+    except RecursionError:
+        raise YamlError(0, "invalid YAML: nested too deeply") from None

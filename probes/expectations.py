@@ -7,6 +7,14 @@ reply.  Both are compiled once, at config load.
 HTTP status codes: ``StatusSet`` reads codes, classes and ranges (``200-399``,
 ``2xx``, ``[200, 204]``).  JSON: ``JsonExpectation`` checks one value named by a
 ``JsonPath`` (``{path: "$.status", equals: true}``) and says which path held what.
+
+Every configured regex runs with a bounded cost, whatever a peer sends: it is
+matched by RE2 (google-re2), whose time grows linearly with the reply, so a
+``.*x.*y`` on a 10 MB body takes milliseconds, not the minutes Python's
+backtracking engine can take while it holds the event loop (its matcher keeps
+the GIL, so a thread would not help).  Patterns RE2 cannot run (lookarounds,
+backreferences, possessive forms) still work with Python's engine, but see
+only the first ``BACKTRACKING_LIMIT`` characters of the reply.
 """
 
 from __future__ import annotations
@@ -16,13 +24,47 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import re2
+
+# What a pattern RE2 cannot run is matched against: the reply's first 8 Ki characters
+# (a triple .* with a lookaround costs ~0.06 s there, 2 s at 32 Ki, growing with the cube).
+BACKTRACKING_LIMIT = 8 * 1024
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # a pattern RE2 refuses is not an error: Python's engine takes it
+
+
+class Pattern:
+    """A compiled configured regex; ``search`` costs at most linear time (see the module doc)."""
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = pattern
+        self._python = re.compile(pattern)  # the syntax check, with Python's messages
+        try:
+            self._re2: Any = re2.compile(pattern, _RE2_OPTIONS)
+        except re2.error:
+            self._re2 = None
+
+    @property
+    def linear(self) -> bool:
+        """True when RE2 runs the pattern (no size bound on the text)."""
+        return self._re2 is not None
+
+    def search(self, text: str) -> Any:
+        """A match object (``group()``) or None."""
+        if self._re2 is not None:
+            return self._re2.search(text)
+        return self._python.search(text[:BACKTRACKING_LIMIT])
+
+    def __repr__(self) -> str:
+        return f"Pattern({self.pattern!r})"
+
 
 @dataclass
 class RegexText:
     """``{regex: PATTERN}``: a regular expression the reply must match somewhere."""
 
     regex: str
-    compiled: re.Pattern[str] | None = field(default=None, init=False, repr=False, compare=False)
+    compiled: Pattern | None = field(default=None, init=False, repr=False, compare=False)
 
     def check(self) -> list[tuple[str, str]]:
         try:
@@ -32,10 +74,10 @@ class RegexText:
         return []
 
 
-def compile_regex(pattern: str) -> re.Pattern[str]:
+def compile_regex(pattern: str) -> Pattern:
     """Compile a configured regex; raise ValueError with a message fit for a user."""
     try:
-        return re.compile(pattern)
+        return Pattern(pattern)
     except re.error as exc:
         raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from None
 
@@ -48,7 +90,7 @@ class TextMatcher:
 
     def __init__(self, expect: TextExpectation) -> None:
         if isinstance(expect, RegexText):
-            self._regex: re.Pattern[str] | None = expect.compiled or re.compile(expect.regex)
+            self._regex: Pattern | None = expect.compiled or compile_regex(expect.regex)
             self._literal = ""
             self.describe = f"regex {expect.regex!r}"
         else:
@@ -228,7 +270,7 @@ class JsonExpectation:
     max: float | None = None
     exists: bool = True
     compiled_path: JsonPath | None = field(default=None, init=False, repr=False, compare=False)
-    compiled_regex: re.Pattern[str] | None = field(
+    compiled_regex: Pattern | None = field(
         default=None, init=False, repr=False, compare=False
     )
 
@@ -269,7 +311,7 @@ class JsonExpectation:
         if self.not_equals is not None and same_json(value, self.not_equals):
             return f"{held}, expected anything but {as_json(self.not_equals)}"
         if self.regex:
-            pattern = self.compiled_regex or re.compile(self.regex)
+            pattern = self.compiled_regex or compile_regex(self.regex)
             text = value if isinstance(value, str) else json.dumps(value)
             if not pattern.search(text):
                 return f"{held}, expected to match regex {self.regex!r}"

@@ -35,6 +35,7 @@ from exporter import __version__
 from .base import Reading, Result, run_blocking, truncate
 from .expectations import (
     JsonExpectation,
+    Pattern,
     StatusCodes,
     StatusSet,
     compile_regex,
@@ -49,6 +50,7 @@ from .http_transport import (
     proxy_problem,
     transport_failure,
 )
+from .secret_files import read_secret_text
 from .tls import TlsOptions, unreadable
 
 CERT_EXPIRY = "probewatch_probe_http_cert_expiry_timestamp_seconds"
@@ -136,8 +138,8 @@ class HttpOptions(RequestOptions):
     body_regex: str | list[str] = field(default_factory=list)
     body_not_regex: str | list[str] = field(default_factory=list)
     expect: list[JsonExpectation] = field(default_factory=list)
-    body_patterns: list[re.Pattern[str]] = field(default_factory=list, init=False, repr=False)
-    body_not_patterns: list[re.Pattern[str]] = field(default_factory=list, init=False, repr=False)
+    body_patterns: list[Pattern] = field(default_factory=list, init=False, repr=False)
+    body_not_patterns: list[Pattern] = field(default_factory=list, init=False, repr=False)
 
     def check(self) -> list[tuple[str, str]]:
         out = super().check()
@@ -163,8 +165,7 @@ def secret_file_problem(path: str) -> str:
 
 
 def read_secret(path: str) -> str:
-    with open(path, encoding="utf-8") as fh:
-        return fh.read().strip("\r\n")
+    return read_secret_text(path).strip("\r\n")  # a regular file of at most 64 KiB
 
 
 def url_problems(target: str) -> list[tuple[str, str]]:

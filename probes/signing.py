@@ -30,6 +30,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from .secret_files import read_limited
+
 VERSION = 1
 NONCE_BYTES = 16
 MIN_KEY_BYTES = 16
@@ -76,8 +78,7 @@ class Refusal:
 def load_key(path: str) -> bytes:
     """The key held in ``path`` (surrounding white space dropped)."""
     try:
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_KEY_BYTES + 1)
+        data = read_limited(path, 1 << 20)[: MAX_KEY_BYTES + 1]  # a regular file, never a FIFO
     except OSError as exc:
         raise KeyFileError(f"cannot read key file {path!r}: {exc.strerror or exc}") from None
     if len(data) > MAX_KEY_BYTES:

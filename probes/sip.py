@@ -35,6 +35,7 @@ from exporter.durations import format_duration
 
 from .base import Result, run_blocking
 from .netaddr import is_ip
+from .secret_files import read_secret_text
 from .sip_endpoint import SipEndpoint, SipUnavailable
 from .sip_request import Credentials, SipOutcome, SipRequest
 from .tls import unreadable
@@ -144,8 +145,7 @@ def transport_of(target: SipTarget, option: str | None) -> str:
 
 def read_password(path: str) -> str:
     try:
-        with open(path, encoding="utf-8") as fh:
-            password = fh.read().rstrip("\r\n")
+        password = read_secret_text(path).rstrip("\r\n")  # a regular file of at most 64 KiB
     except OSError as exc:
         raise ValueError(f"cannot be read: {exc.strerror or exc}") from None
     except UnicodeDecodeError:

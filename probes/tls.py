@@ -16,6 +16,8 @@ import threading
 from collections import OrderedDict
 from dataclasses import astuple, dataclass
 
+from .secret_files import regular_file_problem
+
 
 @dataclass
 class TlsOptions:
@@ -55,12 +57,7 @@ def unreadable(path: str) -> str:
     """Why ``path`` cannot be read (empty when it can, or when no path is set)."""
     if not path:
         return ""
-    try:
-        with open(path, "rb") as fh:
-            fh.read(1)
-    except OSError as exc:
-        return f"cannot read {path!r}: {exc.strerror or exc}"
-    return ""
+    return regular_file_problem(path, 16 << 20)  # a CA bundle may be large, never a FIFO
 
 
 def build_ssl_context(opts: TlsOptions) -> ssl.SSLContext:

@@ -61,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         key = signing.load_key(args.key_file)
+        if not args.listen.isascii():  # int() takes fullwidth digits; an address must not
+            raise ValueError(f"--listen {args.listen!r}: write the address in ASCII (digits 0-9)")
         host, port = parse_listen_address(args.listen)
     except (signing.KeyFileError, ValueError) as exc:
         print(f"probewatch agent: {exc}", file=sys.stderr)

@@ -17,8 +17,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from probes.redact import mask_value
+
 from ..config import Config, config_dir
 from ..http import Request, Response, Router
+from ..limits import parse_json_body
 from ..service import Exporter
 from ..sharding import Shard
 from ..state import ProbeState
@@ -104,7 +107,7 @@ class StatusApi:
         raw = self.store().definition(name)
         if raw is not None:  # registered but not run here (another shard, or now invalid)
             return Response.json({"name": name, "source": "api", "scheduled": False,
-                                  "registered_definition": raw}, headers=dict(NO_CACHE))
+                                  "registered_definition": mask_value(raw)}, headers=dict(NO_CACHE))
         return error(404, f"no probe named {name!r}")
 
     # -- writing -------------------------------------------------------------
@@ -113,7 +116,7 @@ class StatusApi:
         if isinstance(config, Response):
             return config
         try:
-            raw = request.json()
+            raw = parse_json_body(request.body)
         except ValueError as exc:
             return error(400, str(exc))
         return self.register(request, config, request.params["name"], raw)

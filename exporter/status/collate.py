@@ -131,7 +131,7 @@ def summary(state: ProbeState) -> dict[str, Any]:
         "active": spec.active,
         "source": spec.source,
         "kind": spec.kind,
-        "target": spec.target,
+        "target": spec.shown_target,
         "group": group_of(spec),
         "labels": dict(spec.labels),
         "code": last.code if last else None,

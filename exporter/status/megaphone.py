@@ -22,6 +22,7 @@ from probes.json_status import DEFAULT_LEVELS
 
 from ..config import NAME_RE, Config
 from ..http import Request, Response, Router
+from ..limits import parse_json_body
 from .api import NO_CACHE, StatusApi, error
 from .collate import describe, iso, level_of
 
@@ -80,7 +81,7 @@ class MegaphoneApi:
     # -- writing -------------------------------------------------------------
     def add(self, request: Request) -> Response:
         try:
-            raw = request.json()
+            raw = parse_json_body(request.body)
         except ValueError as exc:
             return error(400, str(exc))
         if not isinstance(raw, dict):

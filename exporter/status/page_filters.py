@@ -112,7 +112,7 @@ def _whole(given: Mapping[str, Sequence[str]], key: str, low: int, high: int, de
 
 def matches_text(state: ProbeState, words: list[str]) -> bool:
     spec, last = state.spec, state.last
-    hay = " ".join((spec.name, spec.kind, spec.target, *(f"{k}={v} {v}" for k, v in spec.labels),
+    hay = " ".join((spec.name, spec.kind, spec.shown_target, *(f"{k}={v} {v}" for k, v in spec.labels),
                     last.message if last else "", last.reason if last else "")).lower()
     return all(word in hay for word in words)
 

@@ -138,7 +138,7 @@ def external_links(state: ProbeState, urls: ExternalUrls | None) -> list[tuple[s
         return links
     if urls.grafana:
         values = {"probe": spec.name, "group": group_of(spec), "kind": spec.kind,
-                  "target": spec.target}
+                  "target": spec.shown_target}
         filled = "".join(
             text + (quote(values[name], safe="") if name is not None else "")
             for text, name, _, _ in Formatter().parse(urls.grafana))
@@ -179,7 +179,7 @@ def card(state: ProbeState, level: str, now: float, urls: ExternalUrls | None = 
         f'<span class="name" title="{escape(spec.name)}">{escape(spec.name)}</span>'
         f'<span class="state">{word}</span></div>'
         f'<div class="where"><span class="kind">{escape(spec.kind)}</span>'
-        f'<span class="target" title="{escape(spec.target)}">{escape(spec.target)}</span></div>'
+        f'<span class="target" title="{escape(spec.shown_target)}">{escape(spec.shown_target)}</span></div>'
     ]
     if last is not None and not last.up:
         parts.append(f'<div class="failure"><span class="nw">code <b class="code">{last.code}</b>'

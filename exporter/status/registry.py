@@ -12,6 +12,7 @@ succeeded.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import os
@@ -23,8 +24,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from probes.registry import get_kind
+from probes.secret_files import regular_file_problem
 
 from ..config import ApiSettings, Config, Defaults, Located, ProbeSpec, parse_probe
+from ..limits import bad_text, data_problems
 from ..options import Problems
 from ..sharding import Shard
 
@@ -84,6 +87,45 @@ def read_state_file(path: str) -> dict[str, Any]:
     if doc.get("version") != FORMAT_VERSION:
         raise StoreError(f"{path}: version {doc.get('version')!r} is not {FORMAT_VERSION}")
     return dict(doc["probes"])
+
+
+def salvage_state_file(path: str) -> dict[str, Any]:
+    """The definitions that still parse in a state file that does not parse whole.
+
+    A file cut short or damaged after some entries still gives those entries:
+    the ``"probes"`` object is read entry by entry until the first that fails.
+    """
+    try:
+        with open(path, "rb") as fh:
+            text = fh.read().decode("utf-8", errors="replace")
+    except OSError:
+        return {}
+    decoder = json.JSONDecoder()
+    found: dict[str, Any] = {}
+    start = text.find('"probes"')
+    pos = text.find("{", start + len('"probes"')) + 1 if start >= 0 else 0
+    if pos <= 0:
+        return {}
+    ws = " \t\r\n,"
+    try:
+        while True:
+            while pos < len(text) and text[pos] in ws:
+                pos += 1
+            if pos >= len(text) or text[pos] != '"':
+                return found
+            name, pos = decoder.raw_decode(text, pos)
+            while pos < len(text) and text[pos] in " \t\r\n":
+                pos += 1
+            if not text.startswith(":", pos):
+                return found
+            pos += 1
+            while pos < len(text) and text[pos] in " \t\r\n":
+                pos += 1
+            value, pos = decoder.raw_decode(text, pos)
+            if isinstance(name, str):
+                found[name] = value
+    except (ValueError, RecursionError):
+        return found
 
 
 def remove_stale_temps(path: str) -> None:
@@ -169,7 +211,10 @@ def resolve(name: str, raw: Any, defaults: Defaults, api: ApiSettings, base: str
     """
     if not isinstance(raw, dict):
         return None, [Located("", 0, "", "", "the probe definition must be a JSON object")]
-    raw = dict(raw)
+    bounds = data_problems(raw)
+    if bounds:
+        return None, [Located("", 0, "", key, message) for key, message in bounds]
+    raw = copy.deepcopy(raw)  # file options are rewritten below; the stored copy stays as sent
     given = raw.setdefault("name", name)
     if given != name:
         message = f"{given!r} differs from the name in the URL ({name!r})"
@@ -177,6 +222,9 @@ def resolve(name: str, raw: Any, defaults: Defaults, api: ApiSettings, base: str
     if command_refused(raw.get("kind"), api):
         return None, [Located("", 0, "", "kind",
                               "command probes can be registered only with api.allow_command: true")]
+    refused = file_option_problems(raw, api)
+    if refused:
+        return None, [Located("", 0, "", key, message) for key, message in refused]
     problems = Problems()
     spec = parse_probe(raw, defaults, problems, source="api", base=base)
     if spec is not None and spec.active:
@@ -186,6 +234,48 @@ def resolve(name: str, raw: Any, defaults: Defaults, api: ApiSettings, base: str
             problems.add(0, spec.kind, str(refusal))
             spec = None
     return spec, [Located("", 0, "", p.key, p.message) for p in problems]
+
+
+def file_option_problems(raw: dict[str, Any], api: ApiSettings) -> list[tuple[str, str]]:
+    """API probes name files (``*_file`` options) only inside ``api.credentials_dir``.
+
+    Checked before the definition's options are, so no check opens a file
+    outside the directory: each must resolve (symlinks followed) to a regular
+    file inside it, of at most 64 KiB.  Relative paths are taken inside the
+    directory, and rewritten in ``raw`` to the resolved path.
+    """
+    out: list[tuple[str, str]] = []
+    base = os.path.realpath(api.credentials_dir) if api.credentials_dir else ""
+    stack: list[tuple[str, Any]] = [("", raw)]
+    while stack:
+        prefix, node = stack.pop()
+        if isinstance(node, list):
+            stack.extend((f"{prefix}[{i}]", v) for i, v in enumerate(node))
+            continue
+        if not isinstance(node, dict):
+            continue
+        for key, value in list(node.items()):
+            where = f"{prefix}.{key}" if prefix else str(key)
+            if not (isinstance(key, str) and key.endswith("_file")):
+                stack.append((where, value))
+                continue
+            if not isinstance(value, str) or not value:
+                continue
+            if not base:
+                out.append((where, "probes registered through the API may not read files; set "
+                                   "api.credentials_dir in the config file to allow one directory"))
+                continue
+            if "\0" in value:
+                out.append((where, "is not a file name"))
+                continue
+            path = os.path.realpath(os.path.join(base, value))
+            if os.path.commonpath([base, path]) != base:
+                out.append((where, f"{value!r} is outside api.credentials_dir"))
+            elif why := regular_file_problem(path):
+                out.append((where, why.replace(repr(path), repr(value))))
+            else:
+                node[key] = path
+    return out
 
 
 @dataclass(frozen=True)
@@ -210,16 +300,23 @@ class RegisteredProbes:
         self.broken = ""  # why the file could not be loaded; writes are refused while set
 
     def load(self) -> None:
-        """Read the state file; a broken one is kept untouched and disables writes."""
+        """Read the state file; a broken one is kept untouched and disables writes.
+
+        What still parses of a broken file runs (see ``salvage_state_file``),
+        so a damaged file never stops the exporter from starting; the file
+        itself is left as it is for repair and never overwritten.
+        """
         with self._lock:
             remove_stale_temps(self.path)
             try:
                 self._raw = read_state_file(self.path)
             except StoreError as exc:
                 self.broken = str(exc)
-                self._raw = {}
-                log.error("registered probes not loaded; registration is off until the file "
-                          "is fixed or removed", extra={"problem": self.broken})
+                self._raw = salvage_state_file(self.path)
+                self._resolved_for = None
+                log.error("state file cannot be loaded whole; registration is off until the "
+                          "file is fixed or removed (it is kept untouched)",
+                          extra={"problem": self.broken, "salvaged": len(self._raw)})
                 return
             self.broken = ""
             self._resolved_for = None
@@ -233,9 +330,13 @@ class RegisteredProbes:
             if settings != self._resolved_for:
                 self._specs = {}
                 for name, raw in sorted(self._raw.items()):
-                    spec, problems = resolve(name, raw, settings.defaults, settings.api,
-                                               settings.base)
+                    try:
+                        spec, problems = resolve(name, raw, settings.defaults, settings.api,
+                                                 settings.base)
+                    except Exception as exc:  # one bad entry must not stop the rest
+                        spec, problems = None, [Located("", 0, "", "", f"cannot be read: {exc!r}")]
                     if spec is None:
+                        name = ascii(name) if bad_text(name) else name
                         log.error("registered probe not run: its definition is no longer valid",
                                   extra={"probe": name, "problems": "; ".join(map(str, problems))})
                     else:

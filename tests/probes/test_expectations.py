@@ -166,3 +166,20 @@ def test_text_expectations_are_literal_unless_regex() -> None:
     pattern = RegexText("^220 .*ESMTP")
     assert pattern.check() == []
     assert TextMatcher(pattern).found_in("220 mail ESMTP Postfix")
+
+
+def test_regexes_run_on_re2_and_lookarounds_on_a_bounded_prefix() -> None:
+    import time
+
+    from probes.expectations import BACKTRACKING_LIMIT, compile_regex
+
+    linear = compile_regex(r"(?s).*x.*y.*z")
+    assert linear.linear
+    started = time.perf_counter()
+    assert linear.search("a" * (1 << 20)) is None
+    assert time.perf_counter() - started < 1.0, "a 1 MiB body must match in linear time"
+    assert compile_regex(r"err(or)").search("an error here").group() == "error"
+    ahead = compile_regex(r"foo(?=bar)")
+    assert not ahead.linear
+    assert ahead.search("xx foobar").group() == "foo"
+    assert ahead.search("a" * BACKTRACKING_LIMIT + "foobar") is None  # beyond the bounded prefix
