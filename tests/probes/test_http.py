@@ -511,12 +511,13 @@ def test_ip_family_picks_the_address_family() -> None:
         v4_port = v4.server_address[1]
         assert run("http", f"{v6.base}/ok", {"ip_family": "ip6"}).up
         assert run("http", f"http://localhost:{v4_port}/ok", {"ip_family": "ip4"}).up
-        # localhost has no IPv6 address here: ip6 must not fall back to 127.0.0.1
+        # localhost has no IPv6 address here: ip6 must not fall back to 127.0.0.1.
+        # A name that does not resolve is unreachable, as for tcp, udp and icmp.
         no_v6 = run("http", f"http://localhost:{v4_port}/ok", {"ip_family": "ip6"})
         assert (no_v6.up, no_v6.reason, no_v6.message) == (
-            False, "error", "cannot resolve 'localhost'")
+            False, "unreachable", "cannot resolve 'localhost'")
         no_v4 = run("http", f"{v6.base}/ok", {"ip_family": "ip4"})
-        assert (no_v4.up, no_v4.reason) == (False, "error")
+        assert (no_v4.up, no_v4.reason) == (False, "error"), no_v4.message
 
 
 # --- HTTPS ------------------------------------------------------------------------
