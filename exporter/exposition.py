@@ -26,7 +26,8 @@ FAMILIES: tuple[tuple[str, str, str], ...] = (
     ("probewatch_probe_runs", "counter", "Runs finished."),
     ("probewatch_probe_failures", "counter", "Runs that failed."),
     ("probewatch_probe_skipped", "counter",
-     "Runs not started because the previous run of the probe was still going."),
+     "Runs not started: cause busy (the previous run was still going) or late (the exporter "
+     "could not start it near its slot). A cause is shown once its count is above 0."),
     ("probewatch_probe_duration_seconds", "histogram", "Durations of runs."),
     ("probewatch_probe_last_run_timestamp_seconds", "gauge", "Unix time the last run ended."),
     ("probewatch_probe_consecutive_failures", "gauge", "Failed runs in a row."),
@@ -90,7 +91,9 @@ def render_probe(state: ProbeState) -> ProbeLines:
         # Present from start, so increase() and the rules see the first failure.
         put("probewatch_probe_runs", state.runs_total, "probewatch_probe_runs_total")
         put("probewatch_probe_failures", state.failures_total, "probewatch_probe_failures_total")
-        put("probewatch_probe_skipped", state.skipped_total, "probewatch_probe_skipped_total")
+        out[INDEX["probewatch_probe_skipped"]] = "".join(
+            f'probewatch_probe_skipped_total{{{lab},cause="{cause}"}} {count}\n'
+            for cause, count in sorted(state.skipped_by_cause.items()) if count)
         put("probewatch_probe_failure_threshold", spec.failures)
         put("probewatch_probe_period_seconds", spec.period)
         cumulative, buckets = 0, []

@@ -2,18 +2,31 @@
 
 One asyncio event loop in its own thread drives every probe.  First runs are
 spread over the period by a stable hash of the probe name; each run is cut at
-its timeout; an exception in a probe becomes a failed run with reason error.
-A run still going when the next is due is not started twice: it is counted in
-probewatch_probe_skipped_total.  The scheduler knows no kind by name.
+its timeout, counted from when the run really starts; an exception in a probe
+becomes a failed run with reason error.  The scheduler knows no kind by name.
+
+Runs not started are counted, per probe (probewatch_probe_skipped_total{cause})
+and for the exporter (probewatch_skipped_runs_total{cause}):
+
+- ``busy``: the previous run of the probe was still going at the slot.
+- ``late``: the loop could not start the run within ``late_bound(period)`` of
+  its slot (a quarter of the period, at most one second), so it is skipped
+  rather than started so late that it fails.  A run that failed while the
+  loop stood still for longer than that bound (a heartbeat timer measures it)
+  is also discarded as late, not recorded as a failure: the loop was too far
+  behind to tell a slow target from its own backlog.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import gc
 import logging
 import threading
 import time
 import zlib
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +39,42 @@ from .state import ProbeState
 from .telemetry import Telemetry
 
 log = logging.getLogger("probewatch.scheduler")
+
+
+# The loop's default executor serves getaddrinfo for the kinds that resolve
+# names with loop.getaddrinfo (tcp, udp); larger than asyncio's min(32, cpus+4)
+# so a burst of lookups on a small machine does not queue behind six threads.
+DEFAULT_EXECUTOR_THREADS = 32
+LATE_FRACTION = 0.25
+LATE_MAX = 1.0
+# Python's cyclic collector: generation 0 is collected after this many new
+# container objects (CPython's default is 700).  See tune_gc().
+GC_GEN0 = 50_000
+# The loop's heartbeat: a timer every BEAT seconds; firing later than STALL_MIN
+# is a stall, kept to judge the failures of runs it overlapped.
+BEAT = 0.1
+STALL_MIN = 0.05
+
+
+def late_bound(period: float) -> float:
+    """How late a run may start and still be started: min(25% of the period, 1 s)."""
+    return min(LATE_FRACTION * period, LATE_MAX)
+
+
+def tune_gc() -> None:
+    """Freeze what the loaded config built and collect the youngest generation less often.
+
+    The probe set (specs, kind instances, states) lives until the next reload;
+    gc.freeze() moves it out of the collector's sight so a full collection no
+    longer walks tens of thousands of long-lived objects.  A larger generation
+    0 threshold stops the steady churn of run objects (tasks, futures, results)
+    from triggering a collection every few hundred allocations.  Reference
+    counting still frees almost everything at once; the collector only finds
+    cycles.
+    """
+    gc.freeze()  # no collect first: on a big heap it would stop the loop for a while
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(GC_GEN0, max(gen1, 20), max(gen2, 100))
 
 
 def phase(name: str, period: float) -> float:
@@ -63,6 +112,8 @@ class Scheduler:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
+        self._stalls: deque[tuple[float, float]] = deque(maxlen=1024)  # (loop time, seconds)
+        self._beat_due = 0.0
 
     # -- lifecycle ---------------------------------------------------------
     def start(self) -> None:
@@ -72,7 +123,11 @@ class Scheduler:
 
     def _main(self) -> None:
         self._loop = asyncio.new_event_loop()
+        self._loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(
+            max_workers=DEFAULT_EXECUTOR_THREADS, thread_name_prefix="loop-default"))
         asyncio.set_event_loop(self._loop)
+        self._beat_due = self._loop.time()
+        self._loop.call_soon(self._beat, self._loop)
         self._ready.set()
         self._loop.run_forever()
         self._loop.close()
@@ -109,6 +164,7 @@ class Scheduler:
         """Replace the probe set; unchanged probes keep their state and schedule."""
         assert self._loop is not None, "start() first"
         asyncio.run_coroutine_threadsafe(self._apply(specs), self._loop).result()
+        tune_gc()
 
     async def _apply(self, specs: list[ProbeSpec]) -> None:
         loop = asyncio.get_running_loop()
@@ -150,19 +206,58 @@ class Scheduler:
     def _tick(self, entry: _Entry, loop: asyncio.AbstractEventLoop) -> None:
         now = loop.time()
         period = entry.state.spec.period
+        lag = max(0.0, now - entry.next_at)
+        self.telemetry.lag.observe(lag)
         if entry.run_task is not None and not entry.run_task.done():
-            entry.state.skipped()
+            self._skip(entry, "busy")
+        elif lag > late_bound(period):
+            self._skip(entry, "late")
         else:
-            self.telemetry.lag.observe(max(0.0, now - entry.next_at))
-            entry.run_task = loop.create_task(self._run(entry))
+            entry.run_task = loop.create_task(self._run(entry, entry.next_at))
         entry.next_at += period
         if entry.next_at <= now:  # fell more than a period behind: realign, don't burst
             entry.next_at += ((now - entry.next_at) // period + 1) * period
         self._arm(entry, loop)
 
-    async def _run(self, entry: _Entry) -> None:
+    # -- how far behind the loop is ------------------------------------------------
+    def _beat(self, loop: asyncio.AbstractEventLoop) -> None:
+        """A timer every BEAT seconds; how late it fires is how long the loop stood still."""
+        now = loop.time()
+        gap = now - self._beat_due
+        if gap > STALL_MIN:
+            self._stalls.append((now, gap))
+        self._beat_due = now + BEAT
+        loop.call_at(self._beat_due, self._beat, loop)
+
+    def _stalled(self, since: float) -> float:
+        """The longest stall of the loop (seconds) since loop time ``since``, the current one included."""
+        now = self._loop.time() if self._loop is not None else since
+        longest = max(0.0, now - self._beat_due)
+        for ended, gap in reversed(self._stalls):
+            if ended <= since:
+                break
+            longest = max(longest, gap)
+        return longest
+
+    def _skip(self, entry: _Entry, cause: str) -> None:
+        entry.state.skipped(cause)
+        self.telemetry.skipped.labels(cause).inc()
+
+    async def _run(self, entry: _Entry, slot: float) -> None:
         state = entry.state
+        bound = late_bound(state.spec.period)
+        # The task may itself start late when the loop is behind: the same bound.
+        if asyncio.get_running_loop().time() - slot > bound:
+            self._skip(entry, "late")
+            return
+        loop = asyncio.get_running_loop()
+        began = loop.time()
         result, latency, started = await run_probe(entry.probe, state.spec)
+        if not result.up and self._stalled(began) > bound:
+            # The loop stood still for longer than the bound during this run:
+            # the failure may be the exporter's backlog, not the target's.
+            self._skip(entry, "late")
+            return
         try:
             if state.record(result, latency, started):
                 log_change(state)
@@ -189,7 +284,10 @@ class _Broken:
 
 
 async def run_probe(probe: Any, spec: ProbeSpec) -> tuple[Result, float, float]:
-    """Run once with the timeout; return (result, latency seconds, start Unix time)."""
+    """Run once with the timeout; return (result, latency seconds, start Unix time).
+
+    The timeout counts from here, when the run really starts.
+    """
     started = time.time()
     t0 = time.perf_counter()
     try:

@@ -1,0 +1,185 @@
+"""No probe's result depends on another probe or on the exporter's load.
+
+Real kinds on the real scheduler, against real loopback peers (ports chosen at
+run time): silent listeners that take connections and never answer, a healthy
+HTTP server, sipp, hanging commands, and an event loop slowed on purpose.
+Each scenario runs for a bounded time (20 s at most) and then stops what it started.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from exporter.config import parse_config
+from exporter.scheduler import Scheduler, late_bound
+from exporter.state import ProbeState
+from exporter.telemetry import Telemetry
+from tests.probes.test_http import LoopbackServer, serving
+from tests.probes.test_sip import sipp
+
+PERIOD, TIMEOUT = "2s", "1.5s"
+SECONDS = 20.0
+
+
+@contextmanager
+def silent_listener() -> Iterator[int]:
+    """Completes TCP handshakes (a large backlog) and never reads or answers."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(4096)
+        yield int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def web() -> Iterator[LoopbackServer]:
+    with serving() as server:
+        yield server
+
+
+def probe(name: str, kind: str, target: str, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "kind": kind, "target": target, "period": PERIOD,
+            "timeout": TIMEOUT, **extra}
+
+
+def hanging_http(silent_port: int, count: int = 300) -> list[dict[str, Any]]:
+    return [probe(f"hang-{i}", "http", f"http://127.0.0.1:{silent_port}/never")
+            for i in range(count)]
+
+
+def healthy_web(web: LoopbackServer) -> list[dict[str, Any]]:
+    port = web.server_address[1]
+    return ([probe(f"web-{i}", "http", f"{web.base}/ok") for i in range(50)]
+            + [probe(f"status-{i}", "json", f"{web.base}/megaphone/OK") for i in range(20)]
+            + [probe(f"tcp-{i}", "tcp", f"127.0.0.1:{port}") for i in range(10)])
+
+
+@contextmanager
+def scheduling(probes: list[dict[str, Any]]) -> Iterator[Scheduler]:
+    telemetry = Telemetry()
+    sched = Scheduler(telemetry)
+    sched.start()
+    try:
+        sched.apply(parse_config(yaml.safe_dump({"probes": probes}), "isolation.yml").probes)
+        yield sched
+    finally:
+        sched.stop()
+
+
+def healthy_report(states: list[ProbeState]) -> list[str]:
+    """What a user would see as wrong about probes whose targets are healthy."""
+    out = []
+    for s in states:
+        if s.failures_total or s.skipped_total:
+            last = s.last
+            out.append(f"{s.spec.name}: {s.failures_total} failed, {s.skipped_by_cause} skipped, "
+                       f"last {last.reason if last else '-'}: {last.message if last else ''}")
+    return out
+
+
+def runs_expected(seconds: float, period: float = 2.0) -> int:
+    """Runs each probe must have finished in ``seconds`` (one period of margin)."""
+    return int(seconds / period) - 1
+
+
+def assert_isolated(sched: Scheduler, healthy_prefixes: tuple[str, ...]) -> None:
+    states = sched.states()
+    healthy = [s for s in states if s.spec.name.startswith(healthy_prefixes)]
+    import sys
+    sys.path.insert(0, "/tmp")
+    import gcdbg
+    stalls = ([round(gap, 3) for _, gap in sched._stalls], gcdbg.events)
+    assert healthy and healthy_report(healthy) == [], f"event loop stalls (s): {stalls}"
+    assert min(s.runs_total for s in healthy) >= runs_expected(SECONDS)
+    assert all(s.skipped_total == 0 for s in states), {
+        s.spec.name: s.skipped_by_cause for s in states if s.skipped_total}
+    hanging = [s for s in states if s.spec.name.startswith("hang-")]
+    assert hanging and all(s.last is not None and s.last.reason == "timeout" for s in hanging)
+    assert min(s.runs_total for s in hanging) >= runs_expected(SECONDS)
+    assert sched.telemetry.skipped.labels("late")._value.get() == 0
+    assert sched.telemetry.skipped.labels("busy")._value.get() == 0
+
+
+def test_hanging_http_targets_never_fail_healthy_http_json_or_tcp(web: LoopbackServer) -> None:
+    import sys
+    sys.path.insert(0, "/tmp")
+    import gcdbg  # noqa
+    with silent_listener() as silent, scheduling(hanging_http(silent) + healthy_web(web)) as sched:
+        time.sleep(SECONDS)
+        assert_isolated(sched, ("web-", "status-", "tcp-"))
+
+
+def test_hanging_http_targets_never_fail_sip_options(web: LoopbackServer, tmp_path: Path) -> None:
+    with sipp(tmp_path, "options-200.xml") as peer, silent_listener() as silent:
+        sip = [probe(f"sip-{i}", "sip", peer.uri) for i in range(10)]
+        with scheduling(hanging_http(silent) + healthy_web(web) + sip) as sched:
+            time.sleep(SECONDS)
+            assert_isolated(sched, ("web-", "status-", "tcp-", "sip-"))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_hanging_commands_never_delay_healthy_probes_and_leave_nothing_behind(
+        web: LoopbackServer, tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    # Ignores SIGTERM, and its child (ignoring it too) holds the output pipe.
+    script = (f"trap '' TERM; (trap '' TERM; sleep 60) & echo $! >> {pids}; "
+              f"echo $$ >> {pids}; while :; do sleep 0.1; done")
+    stubborn = [probe(f"hang-cmd-{i}", "command", "localhost",
+                      command={"argv": [script], "shell": True}) for i in range(5)]
+    seconds = 10.0
+    with scheduling(stubborn + healthy_web(web)) as sched:
+        time.sleep(seconds)
+        states = sched.states()
+        healthy = [s for s in states if not s.spec.name.startswith("hang-")]
+        assert healthy_report(healthy) == []
+        assert min(s.runs_total for s in healthy) >= runs_expected(seconds)
+        hanging = [s for s in states if s.spec.name.startswith("hang-")]
+        assert all(s.runs_total >= runs_expected(seconds) and s.skipped_total == 0
+                   and s.last is not None and s.last.reason == "timeout" for s in hanging)
+    time.sleep(1.5)  # the last run's SIGKILL comes half a second after its SIGTERM
+    started = [int(p) for p in pids.read_text().split()]
+    assert len(started) >= 2 * 5 * runs_expected(seconds)
+    left = [pid for pid in started if _alive(pid)]
+    assert left == [], f"{len(left)} processes of timed-out commands still run"
+
+
+def test_an_overloaded_loop_skips_runs_as_late_and_reports_no_healthy_target_down(
+        web: LoopbackServer) -> None:
+    port = web.server_address[1]
+    probes = ([probe(f"web-{i}", "http", f"{web.base}/ok") for i in range(20)]
+              + [probe(f"tcp-{i}", "tcp", f"127.0.0.1:{port}") for i in range(20)])
+    assert late_bound(2.0) == 0.5
+    with scheduling(probes) as sched:
+        loop = sched._loop
+        assert loop is not None
+
+        def hog() -> None:  # the loop stands still for 1.8 s, every 3 s
+            time.sleep(1.8)
+            loop.call_later(1.2, hog)
+
+        loop.call_soon_threadsafe(loop.call_later, 1.0, hog)
+        time.sleep(15.0)
+        states = sched.states()
+        failed = {s.spec.name: (s.failures_total, s.last.message if s.last else "")
+                  for s in states if s.failures_total}
+        assert failed == {}
+        late = sum(s.skipped_by_cause.get("late", 0) for s in states)
+        assert late >= len(probes)  # each 1.8 s stall covers most of a 2 s period
+        assert sched.telemetry.skipped.labels("late")._value.get() == late
+        assert all(s.runs_total >= 2 for s in states)
+        text = b"".join(b"".join(s.lines.fixed) for s in states).decode()
+        assert 'cause="late"' in text and 'cause="busy"' not in text
