@@ -220,7 +220,7 @@ async def fetch(spec: Any, opts: RequestOptions) -> Fetched:
     skip = () if opts.json_body is not None or any(
         k.lower() == "content-type" for k in headers) else ("Content-Type",)
     try:
-        context = ssl_context(opts.tls)  # also for http: a redirect may lead to https
+        context = _context(opts.tls)  # also for http: a redirect may lead to https
     except (ssl.SSLError, OSError, ValueError) as exc:
         raise FetchFailed(Result.fail("tls", f"cannot load TLS files: {ssl_reason(exc)}")) from None
     session = open_session(ip_family=opts.ip_family, timeout=timeout)
@@ -252,7 +252,7 @@ async def fetch(spec: Any, opts: RequestOptions) -> Fetched:
     except TimeoutError:
         raise FetchFailed(Result.fail("timeout", f"no final response within {timeout:g}s")) from None
     except (aiohttp.ClientError, OSError, ValueError) as exc:
-        raise FetchFailed(transport_failure(exc, timeout)) from None
+        raise FetchFailed(transport_failure(exc, timeout, _is_https(exc, spec.target))) from None
     readings.append(Reading(CONTENT_LENGTH, float(len(body)), "Length of the response body"))
     got = Fetched(resp.status, resp.reason or "", body, _charset(resp), readings)
     if got.status not in opts.status_set:
@@ -263,6 +263,28 @@ async def fetch(spec: Any, opts: RequestOptions) -> Fetched:
             readings=readings,
         ))
     return got
+
+
+# Contexts for tls blocks that name no file, by the block's values: nothing on
+# disk can change under them, so no stat and no deep key building per run.
+_PLAIN_CONTEXTS: dict[tuple[object, ...], ssl.SSLContext] = {}
+
+
+def _context(tls: TlsOptions) -> ssl.SSLContext:
+    if tls.ca_file or tls.cert_file or tls.key_file:
+        return ssl_context(tls)  # shared, rebuilt when a file changes
+    key = tuple(vars(tls).values())
+    ctx = _PLAIN_CONTEXTS.get(key)
+    if ctx is None:
+        ctx = _PLAIN_CONTEXTS[key] = ssl_context(tls)
+    return ctx
+
+
+def _is_https(exc: BaseException, target: str) -> bool:
+    """Whether the request that failed went over TLS (a redirect may have changed the scheme)."""
+    info = getattr(exc, "request_info", None)
+    url = str(info.real_url) if info is not None else target
+    return url.startswith("https:")
 
 
 def _auth_header(opts: RequestOptions) -> dict[str, str]:

@@ -114,8 +114,14 @@ class _Connector(aiohttp.TCPConnector):
 # --- what went wrong on the way --------------------------------------------------
 
 
-def transport_failure(exc: BaseException, timeout: float) -> Result:
-    """The failed Result for an error raised while sending or receiving."""
+def transport_failure(exc: BaseException, timeout: float, tls: bool = False) -> Result:
+    """The failed Result for an error raised while sending or receiving.
+
+    ``tls``: the exchange was over TLS.  A TLS 1.3 server refusing the client
+    certificate sends its alert after the client has finished the handshake,
+    so the alert and the reset race; a reset before any response on a TLS
+    connection is reported as the TLS failure it almost always is.
+    """
     chain = list(_causes(exc))
     via = "proxy: " if any(isinstance(e, (aiohttp.ClientProxyConnectionError,
                                           aiohttp.ClientHttpProxyError)) for e in chain) else ""
@@ -132,6 +138,10 @@ def transport_failure(exc: BaseException, timeout: float) -> Result:
         if isinstance(e, (aiohttp.ClientConnectorDNSError, socket.gaierror)):
             host = getattr(e, "host", "") or _host_of(chain)
             return Result.fail("unreachable", f"{via}cannot resolve {host!r}")
+    reset = (ConnectionResetError, aiohttp.ServerDisconnectedError)
+    if tls and not via and any(isinstance(e, reset) for e in chain):
+        return Result.fail("tls", "the server closed the TLS connection before answering "
+                                  "(a client certificate required or refused?)")
     if isinstance(exc, aiohttp.ClientHttpProxyError):
         return Result.fail("error", f"proxy: HTTP {exc.status} {exc.message}".strip())
     for e in chain:
