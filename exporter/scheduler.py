@@ -48,7 +48,7 @@ DEFAULT_EXECUTOR_THREADS = 32
 LATE_FRACTION = 0.25
 LATE_MAX = 1.0
 # Python's cyclic collector: generation 0 is collected after this many new
-# container objects (CPython's default is 700).  See tune_gc().
+# container objects (CPython's default is 700).  See raise_gc_threshold().
 GC_GEN0 = 50_000
 # The loop's heartbeat: a timer every BEAT seconds; firing later than STALL_MIN
 # is a stall, kept to judge the failures of runs it overlapped.
@@ -61,20 +61,28 @@ def late_bound(period: float) -> float:
     return min(LATE_FRACTION * period, LATE_MAX)
 
 
-def tune_gc() -> None:
-    """Freeze what the loaded config built and collect the youngest generation less often.
+def raise_gc_threshold() -> None:
+    """Collect the youngest generation every GC_GEN0 allocations, not every 700.
 
-    The probe set (specs, kind instances, states) lives until the next reload;
-    gc.freeze() moves it out of the collector's sight so a full collection no
-    longer walks tens of thousands of long-lived objects.  A larger generation
-    0 threshold stops the steady churn of run objects (tasks, futures, results)
-    from triggering a collection every few hundred allocations.  Reference
-    counting still frees almost everything at once; the collector only finds
-    cycles.
+    Done when the scheduler is made, before the config is loaded: loading and
+    then running tens of thousands of probes allocates long-lived objects
+    faster than CPython's default thresholds are made for, and its frequent
+    collections (most of them promoting survivors towards full collections
+    that walk the whole heap) ate half the CPU at 50,000 probes.
     """
-    gc.freeze()  # no collect first: on a big heap it would stop the loop for a while
     _, gen1, gen2 = gc.get_threshold()
-    gc.set_threshold(GC_GEN0, max(gen1, 20), max(gen2, 100))
+    gc.set_threshold(max(gc.get_threshold()[0], GC_GEN0), max(gen1, 20), max(gen2, 100))
+
+
+def freeze_gc() -> None:
+    """After a config apply: move the probe set out of the cyclic collector's sight.
+
+    The specs, kind instances and states live until the next reload; frozen,
+    a full collection no longer walks them.  No collection first: on a big
+    heap it would stop the loop for a while.  Reference counting still frees
+    almost everything at once; the collector only finds cycles.
+    """
+    gc.freeze()
 
 
 def phase(name: str, period: float) -> float:
@@ -108,6 +116,7 @@ class Scheduler:
                  on_change: Callable[[ProbeState], None] | None = None) -> None:
         self.telemetry = telemetry
         self.on_change = on_change
+        raise_gc_threshold()
         self._entries: dict[str, _Entry] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -164,7 +173,7 @@ class Scheduler:
         """Replace the probe set; unchanged probes keep their state and schedule."""
         assert self._loop is not None, "start() first"
         asyncio.run_coroutine_threadsafe(self._apply(specs), self._loop).result()
-        tune_gc()
+        freeze_gc()
 
     async def _apply(self, specs: list[ProbeSpec]) -> None:
         loop = asyncio.get_running_loop()
