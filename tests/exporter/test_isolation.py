@@ -90,7 +90,7 @@ def runs_expected(seconds: float, period: float = 2.0) -> int:
     return int(seconds / period) - 2
 
 
-def assert_isolated(sched: Scheduler, healthy_prefixes: tuple[str, ...]) -> None:
+def assert_isolated(sched: Scheduler, healthy_prefixes: tuple[str, ...], starved: float) -> None:
     states = sched.states()
     healthy = [s for s in states if s.spec.name.startswith(healthy_prefixes)]
     failed = [line for line in healthy_report(healthy) if " 0 failed," not in line]
@@ -99,41 +99,52 @@ def assert_isolated(sched: Scheduler, healthy_prefixes: tuple[str, ...]) -> None
     hanging = [s for s in states if s.spec.name.startswith("hang-")]
     assert hanging and all(s.last is not None and s.last.reason == "timeout" for s in hanging)
     assert min(s.runs_total + s.skipped_total for s in hanging) >= runs_expected(SECONDS)
-    assert_no_skips(sched, states)
+    assert_no_skips(sched, states, starved)
 
 
-def assert_no_skips(sched: Scheduler, states: list[ProbeState]) -> None:
-    """No run skipped, unless this (shared, noisy) machine stopped the whole process.
+def cpu_wait(sched: Scheduler) -> float:
+    """Seconds the scheduler's thread has spent runnable but waiting for a CPU (schedstat)."""
+    assert sched._thread is not None and sched._thread.native_id is not None
+    with open(f"/proc/self/task/{sched._thread.native_id}/schedstat") as fh:
+        return int(fh.read().split()[1]) / 1e9
 
-    A late skip is the exporter saying it could not run on time; it is only
-    acceptable when the loop's heartbeat shows a stall beyond the bound (the
-    process was not given the CPU), and then the test says so.
+
+def assert_no_skips(sched: Scheduler, states: list[ProbeState], starved: float) -> None:
+    """No run skipped, unless this (shared) machine kept the exporter off the CPU.
+
+    ``starved``: the share of the scenario the scheduler's thread spent
+    waiting for a CPU, read from the kernel, not from probewatch.  A late skip
+    is the exporter saying it could not run on time: acceptable only when the
+    kernel shows the machine was saturated (over 20 % waiting), and then at
+    most for 10 % of the runs, and the test says so.
     """
     busy = sched.telemetry.skipped.labels("busy")._value.get()
     late = sched.telemetry.skipped.labels("late")._value.get()
     assert busy == 0 and sum(s.skipped_by_cause.get("busy", 0) for s in states) == 0
     assert late == sum(s.skipped_by_cause.get("late", 0) for s in states)
-    stalls = sorted(gap for _, gap in sched._stalls)
-    if not stalls or stalls[-1] <= late_bound(2.0):
-        assert late == 0, f"late skips without a stall beyond the bound; stalls: {stalls}"
-    else:
-        assert late <= 0.05 * sum(s.runs_total for s in states), stalls
-        warnings.warn(f"{late:g} runs skipped as late: the event loop stood still up to "
-                      f"{stalls[-1]:.2f}s (the machine is loaded)", stacklevel=2)
+    if starved <= 0.2:
+        assert late == 0, f"late skips while waiting for a CPU only {starved:.0%} of the time"
+    elif late:
+        assert late <= 0.1 * sum(s.runs_total for s in states), (late, starved)
+        warnings.warn(f"{late:g} runs skipped as late: the scheduler waited for a CPU "
+                      f"{starved:.0%} of the time (the machine is saturated)", stacklevel=2)
 
 
 def test_hanging_http_targets_never_fail_healthy_http_json_or_tcp(web: LoopbackServer) -> None:
     with silent_listener() as silent, scheduling(hanging_http(silent) + healthy_web(web)) as sched:
+        waited = cpu_wait(sched)
         time.sleep(SECONDS)
-        assert_isolated(sched, ("web-", "status-", "tcp-"))
+        assert_isolated(sched, ("web-", "status-", "tcp-"), (cpu_wait(sched) - waited) / SECONDS)
 
 
 def test_hanging_http_targets_never_fail_sip_options(web: LoopbackServer, tmp_path: Path) -> None:
     with sipp(tmp_path, "options-200.xml") as peer, silent_listener() as silent:
         sip = [probe(f"sip-{i}", "sip", peer.uri) for i in range(10)]
         with scheduling(hanging_http(silent) + healthy_web(web) + sip) as sched:
+            waited = cpu_wait(sched)
             time.sleep(SECONDS)
-            assert_isolated(sched, ("web-", "status-", "tcp-", "sip-"))
+            assert_isolated(sched, ("web-", "status-", "tcp-", "sip-"),
+                            (cpu_wait(sched) - waited) / SECONDS)
 
 
 def _alive(pid: int) -> bool:
@@ -154,6 +165,7 @@ def test_hanging_commands_never_delay_healthy_probes_and_leave_nothing_behind(
                       command={"argv": [script], "shell": True}) for i in range(5)]
     seconds = 10.0
     with scheduling(stubborn + healthy_web(web)) as sched:
+        waited = cpu_wait(sched)
         time.sleep(seconds)
         states = sched.states()
         healthy = [s for s in states if not s.spec.name.startswith("hang-")]
@@ -162,7 +174,7 @@ def test_hanging_commands_never_delay_healthy_probes_and_leave_nothing_behind(
         hanging = [s for s in states if s.spec.name.startswith("hang-")]
         assert all(s.runs_total + s.skipped_total >= runs_expected(seconds)
                    and s.last is not None and s.last.reason == "timeout" for s in hanging)
-        assert_no_skips(sched, states)
+        assert_no_skips(sched, states, (cpu_wait(sched) - waited) / seconds)
     time.sleep(1.5)  # the last run's SIGKILL comes half a second after its SIGTERM
     started = [int(p) for p in pids.read_text().split()]
     assert len(started) >= 2 * 5 * runs_expected(seconds)
@@ -195,4 +207,5 @@ def test_an_overloaded_loop_skips_runs_as_late_and_reports_no_healthy_target_dow
         assert sched.telemetry.skipped.labels("late")._value.get() == late
         assert all(s.runs_total >= 2 for s in states)
         text = b"".join(b"".join(s.lines.fixed) for s in states).decode()
-        assert 'cause="late"' in text and 'cause="busy"' not in text
+        # A run in flight across a stall is still going at its next slot: busy.
+        assert 'cause="late"' in text
