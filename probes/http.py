@@ -249,9 +249,7 @@ async def fetch(spec: Any, opts: RequestOptions) -> Fetched:
         raise FetchFailed(Result.fail(
             "unexpected_response", f"more than {opts.max_redirects} redirects{where}", code=code
         )) from None
-    except TimeoutError:
-        raise FetchFailed(Result.fail("timeout", f"no final response within {timeout:g}s")) from None
-    except (aiohttp.ClientError, OSError, ValueError) as exc:
+    except (aiohttp.ClientError, OSError, ValueError) as exc:  # TimeoutError is an OSError
         raise FetchFailed(transport_failure(exc, timeout, _is_https(exc, spec.target))) from None
     readings.append(Reading(CONTENT_LENGTH, float(len(body)), "Length of the response body"))
     got = Fetched(resp.status, resp.reason or "", body, _charset(resp), readings)
