@@ -1,6 +1,11 @@
 """10,000 tcp probes against local listeners at a 10s period (issue 2's benchmark).
 
     python bench/bench_tcp.py [--probes 10000] [--period 10] [--duration 120] [--scrape-interval 15]
+    python bench/bench_tcp.py --probes 60000 --duration 60     # issue 10: overload shown, never failed
+
+With more probes than the machine can run, the shortfall must show only as
+skipped runs (cause late, probewatch_skipped_runs_total) and never as failed
+runs: the last line says which of the two outcomes this run had.
 
 Prints each figure beside its goal and writes bench/results/tcp.json.  The
 exporter runs as its own process; CPU and RSS are read from /proc for that
@@ -53,7 +58,7 @@ def main() -> int:
             lines += [f"  - {{name: tcp-{i:05d}, kind: tcp, target: '127.0.0.1:{ports[i % len(ports)]}'}}"
                       for i in range(args.probes)]
             config.write_text("\n".join(lines) + "\n")
-            with Exporter(config) as exporter:
+            with Exporter(config, ready_timeout=60 + args.probes / 250) as exporter:
                 return measure(exporter, args)
     finally:
         listeners.terminate()
@@ -80,6 +85,10 @@ def measure(exporter: Exporter, args: argparse.Namespace) -> int:
                - sum_series(before, "probewatch_probe_skipped_total"))
     failures = (sum_series(after, "probewatch_probe_failures_total")
                 - sum_series(before, "probewatch_probe_failures_total"))
+    late = (sum_series(after, 'probewatch_skipped_runs_total{cause="late"}')
+            - sum_series(before, 'probewatch_skipped_runs_total{cause="late"}'))
+    busy = (sum_series(after, 'probewatch_skipped_runs_total{cause="busy"}')
+            - sum_series(before, 'probewatch_skipped_runs_total{cause="busy"}'))
     p99 = lag_quantile(before, after, 0.99)
     p50 = lag_quantile(before, after, 0.50)
     elapsed = time.monotonic() - t0
@@ -104,7 +113,14 @@ def measure(exporter: Exporter, args: argparse.Namespace) -> int:
         ("/metrics scrape (median)", f"{figures['scrape_median_ms']} ms", "< 250 ms",
          statistics.median(scrapes) < 0.25),
     ])
-    print(f"results written to {save('tcp', figures)}")
+    if skipped == 0 and failures == 0:
+        print("outcome: every run on schedule (0 skipped, 0 failed)")
+    elif failures == 0:
+        print(f"outcome: overloaded, shown only as skips: {late:g} late + {busy:g} busy skipped, 0 failed "
+              "(ProbewatchOverloaded fires on increase(probewatch_skipped_runs_total))")
+    else:
+        print(f"outcome: {failures:g} FAILED runs against healthy listeners (false failures)")
+    print(f"results written to {save('tcp' if args.probes == 10000 else f'tcp_{args.probes}', figures)}")
     return 0
 
 

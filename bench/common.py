@@ -56,6 +56,7 @@ class Exporter:
     config: Path
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    ready_timeout: float = 60.0  # loading tens of thousands of probes takes a while
 
     def __enter__(self) -> Exporter:
         self.proc = subprocess.Popen(
@@ -63,7 +64,7 @@ class Exporter:
              f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warning",
              "--config.watch-interval=0"],
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + self.ready_timeout
         while time.monotonic() < deadline:
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{self.port}/-/ready", timeout=2)
@@ -72,7 +73,7 @@ class Exporter:
                 if self.proc.poll() is not None:
                     raise SystemExit("exporter exited during start") from None
                 time.sleep(0.2)
-        raise SystemExit("exporter did not become ready in 60s")
+        raise SystemExit(f"exporter did not become ready in {self.ready_timeout:g}s")
 
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -26,7 +26,8 @@ FAMILIES: tuple[tuple[str, str, str], ...] = (
     ("probewatch_probe_runs", "counter", "Runs finished."),
     ("probewatch_probe_failures", "counter", "Runs that failed."),
     ("probewatch_probe_skipped", "counter",
-     "Runs not started because the previous run of the probe was still going."),
+     "Runs not started: cause busy (the previous run was still going) or late (the exporter "
+     "could not start it near its slot). A cause is shown once its count is above 0."),
     ("probewatch_probe_duration_seconds", "histogram", "Durations of runs."),
     ("probewatch_probe_last_run_timestamp_seconds", "gauge", "Unix time the last run ended."),
     ("probewatch_probe_consecutive_failures", "gauge", "Failed runs in a row."),
@@ -90,7 +91,7 @@ def render_probe(state: ProbeState) -> ProbeLines:
         # Present from start, so increase() and the rules see the first failure.
         put("probewatch_probe_runs", state.runs_total, "probewatch_probe_runs_total")
         put("probewatch_probe_failures", state.failures_total, "probewatch_probe_failures_total")
-        put("probewatch_probe_skipped", state.skipped_total, "probewatch_probe_skipped_total")
+        out[INDEX["probewatch_probe_skipped"]] = _skipped_lines(state)
         put("probewatch_probe_failure_threshold", spec.failures)
         put("probewatch_probe_period_seconds", spec.period)
         cumulative, buckets = 0, []
@@ -121,6 +122,22 @@ def render_probe(state: ProbeState) -> ProbeLines:
             extra[reading.metric] = (help_text, lines + line)
     return ProbeLines(tuple(chunk.encode() for chunk in out),
                       {k: (h, text.encode()) for k, (h, text) in extra.items()})
+
+
+def _skipped_lines(state: ProbeState) -> str:
+    """probewatch_probe_skipped_total, one line per cause whose count is above 0."""
+    lab = state.labels.text
+    return "".join(f'probewatch_probe_skipped_total{{{lab},cause="{cause}"}} {count}\n'
+                   for cause, count in sorted(state.skipped_by_cause.items()) if count)
+
+
+def with_skipped(lines: ProbeLines, state: ProbeState) -> ProbeLines:
+    """``lines`` with only the skipped counter rendered again (cheap: a skip is no run)."""
+    if not state.spec.active:
+        return lines
+    fixed = list(lines.fixed)
+    fixed[INDEX["probewatch_probe_skipped"]] = _skipped_lines(state).encode()
+    return ProbeLines(tuple(fixed), lines.extra)
 
 
 def _header(name: str, typ: str, help_text: str, openmetrics: bool) -> str:

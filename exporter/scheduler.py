@@ -2,18 +2,32 @@
 
 One asyncio event loop in its own thread drives every probe.  First runs are
 spread over the period by a stable hash of the probe name; each run is cut at
-its timeout; an exception in a probe becomes a failed run with reason error.
-A run still going when the next is due is not started twice: it is counted in
-probewatch_probe_skipped_total.  The scheduler knows no kind by name.
+its timeout, counted from when the run really starts; an exception in a probe
+becomes a failed run with reason error.  The scheduler knows no kind by name.
+
+Runs not started are counted, per probe (probewatch_probe_skipped_total{cause})
+and for the exporter (probewatch_skipped_runs_total{cause}):
+
+- ``busy``: the previous run of the probe was still going at the slot.
+- ``late``: the loop could not start the run within ``late_bound(period)`` of
+  its slot (a quarter of the period, at most one second), so it is skipped
+  rather than started so late that it fails.  A run that failed while the
+  loop stood still for longer than that bound (a heartbeat timer measures it)
+  is also discarded as late, not recorded as a failure: the loop was too far
+  behind to tell a slow target from its own backlog.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import gc
 import logging
+import math
 import threading
 import time
 import zlib
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -33,6 +47,72 @@ log = logging.getLogger("probewatch.scheduler")
 # few seconds of a start whatever the periods (load balancers drop a backend
 # that answers 503).  Later runs keep their slot, spread over the whole period.
 FIRST_RUN_SPREAD = 3.0
+
+
+# The loop's default executor serves getaddrinfo for the kinds that resolve
+# names with loop.getaddrinfo (tcp, udp); larger than asyncio's min(32, cpus+4)
+# so a burst of lookups on a small machine does not queue behind six threads.
+DEFAULT_EXECUTOR_THREADS = 32
+LATE_FRACTION = 0.25
+LATE_MAX = 1.0
+# Python's cyclic collector: generation 0 is collected after this many new
+# container objects (CPython's default is 700).  See raise_gc_threshold().
+GC_GEN0 = 50_000
+FULL_COLLECT_EVERY = 600.0  # seconds between full collections done at a config apply
+# The loop's heartbeat: a timer every BEAT seconds; firing later than STALL_MIN
+# is a stall, kept to judge the failures of runs it overlapped.
+BEAT = 0.1
+STALL_MIN = 0.05
+
+
+def late_bound(period: float) -> float:
+    """How late a run may start and still be started: min(25% of the period, 1 s)."""
+    return min(LATE_FRACTION * period, LATE_MAX)
+
+
+def raise_gc_threshold() -> None:
+    """Collect the youngest generation every GC_GEN0 allocations, not every 700.
+
+    Done when the scheduler is made, before the config is loaded: loading and
+    then running tens of thousands of probes allocates long-lived objects
+    faster than CPython's default thresholds are made for, and its frequent
+    collections (most of them promoting survivors towards full collections
+    that walk the whole heap) ate half the CPU at 50,000 probes.
+    """
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(max(gc.get_threshold()[0], GC_GEN0), max(gen1, 20), max(gen2, 100))
+
+
+_last_full_collect = -math.inf
+
+
+def collect_before_apply() -> None:
+    """Before a config apply: thaw what the last apply froze and collect.
+
+    A full collection (which walks the whole heap: about a second at 60,000
+    probes on a slow machine) at most every FULL_COLLECT_EVERY seconds, the
+    young generations otherwise, so frozen cyclic garbage is reclaimed without
+    stalling the loop on every API write.
+    """
+    global _last_full_collect
+    gc.unfreeze()
+    now = time.monotonic()
+    if now - _last_full_collect >= FULL_COLLECT_EVERY:
+        _last_full_collect = now
+        gc.collect()
+    else:
+        gc.collect(1)
+
+
+def freeze_gc() -> None:
+    """After a config apply: move the probe set out of the cyclic collector's sight.
+
+    The specs, kind instances and states live until the next reload; frozen,
+    a full collection no longer walks them.  No collection here (it came
+    before the apply).  Reference counting still frees almost everything at
+    once; the collector only finds cycles.
+    """
+    gc.freeze()
 
 
 def phase(name: str, period: float) -> float:
@@ -66,10 +146,13 @@ class Scheduler:
                  on_change: Callable[[ProbeState], None] | None = None) -> None:
         self.telemetry = telemetry
         self.on_change = on_change
+        raise_gc_threshold()
         self._entries: dict[str, _Entry] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
+        self._stalls: deque[tuple[float, float]] = deque(maxlen=1024)  # (loop time, seconds)
+        self._beat_due = 0.0
 
     # -- lifecycle ---------------------------------------------------------
     def start(self) -> None:
@@ -79,7 +162,11 @@ class Scheduler:
 
     def _main(self) -> None:
         self._loop = asyncio.new_event_loop()
+        self._loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(
+            max_workers=DEFAULT_EXECUTOR_THREADS, thread_name_prefix="loop-default"))
         asyncio.set_event_loop(self._loop)
+        self._beat_due = self._loop.time()
+        self._loop.call_soon(self._beat, self._loop)
         self._ready.set()
         self._loop.run_forever()
         self._loop.close()
@@ -115,7 +202,9 @@ class Scheduler:
     def apply(self, specs: list[ProbeSpec]) -> None:
         """Replace the probe set; unchanged probes keep their state and schedule."""
         assert self._loop is not None, "start() first"
+        collect_before_apply()
         asyncio.run_coroutine_threadsafe(self._apply(specs), self._loop).result()
+        freeze_gc()
 
     async def _apply(self, specs: list[ProbeSpec]) -> None:
         loop = asyncio.get_running_loop()
@@ -161,24 +250,63 @@ class Scheduler:
         """The extra first run of a probe whose slot is late (see FIRST_RUN_SPREAD)."""
         current = self._entries.get(entry.state.spec.name) is entry
         if current and entry.state.runs_total == 0 and entry.run_task is None:
-            entry.run_task = loop.create_task(self._run(entry))
+            entry.run_task = loop.create_task(self._run(entry, loop.time()))
 
     def _tick(self, entry: _Entry, loop: asyncio.AbstractEventLoop) -> None:
         now = loop.time()
         period = entry.state.spec.period
+        lag = max(0.0, now - entry.next_at)
+        self.telemetry.lag.observe(lag)
         if entry.run_task is not None and not entry.run_task.done():
-            entry.state.skipped()
+            self._skip(entry, "busy")
+        elif lag > late_bound(period):
+            self._skip(entry, "late")
         else:
-            self.telemetry.lag.observe(max(0.0, now - entry.next_at))
-            entry.run_task = loop.create_task(self._run(entry))
+            entry.run_task = loop.create_task(self._run(entry, entry.next_at))
         entry.next_at += period
         if entry.next_at <= now:  # fell more than a period behind: realign, don't burst
             entry.next_at += ((now - entry.next_at) // period + 1) * period
         self._arm(entry, loop)
 
-    async def _run(self, entry: _Entry) -> None:
+    # -- how far behind the loop is ------------------------------------------------
+    def _beat(self, loop: asyncio.AbstractEventLoop) -> None:
+        """A timer every BEAT seconds; how late it fires is how long the loop stood still."""
+        now = loop.time()
+        gap = now - self._beat_due
+        if gap > STALL_MIN:
+            self._stalls.append((now, gap))
+        self._beat_due = now + BEAT
+        loop.call_at(self._beat_due, self._beat, loop)
+
+    def _stalled(self, since: float) -> float:
+        """The longest stall of the loop (seconds) since loop time ``since``, the current one included."""
+        now = self._loop.time() if self._loop is not None else since
+        longest = max(0.0, now - self._beat_due)
+        for ended, gap in reversed(self._stalls):
+            if ended <= since:
+                break
+            longest = max(longest, gap)
+        return longest
+
+    def _skip(self, entry: _Entry, cause: str) -> None:
+        entry.state.skipped(cause)
+        self.telemetry.skipped.labels(cause).inc()
+
+    async def _run(self, entry: _Entry, slot: float) -> None:
         state = entry.state
+        bound = late_bound(state.spec.period)
+        # The task may itself start late when the loop is behind: the same bound.
+        if asyncio.get_running_loop().time() - slot > bound:
+            self._skip(entry, "late")
+            return
+        loop = asyncio.get_running_loop()
+        began = loop.time()
         result, latency, started = await run_probe(entry.probe, state.spec)
+        if not result.up and self._stalled(began) > bound:
+            # The loop stood still for longer than the bound during this run:
+            # the failure may be the exporter's backlog, not the target's.
+            self._skip(entry, "late")
+            return
         try:
             if state.record(result, latency, started):
                 log_change(state)
@@ -205,7 +333,10 @@ class _Broken:
 
 
 async def run_probe(probe: Any, spec: ProbeSpec) -> tuple[Result, float, float]:
-    """Run once with the timeout; return (result, latency seconds, start Unix time)."""
+    """Run once with the timeout; return (result, latency seconds, start Unix time).
+
+    The timeout counts from here, when the run really starts.
+    """
     started = time.time()
     t0 = time.perf_counter()
     try:

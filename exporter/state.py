@@ -14,7 +14,7 @@ import time
 from probes.base import Result, truncate
 
 from .config import ProbeSpec
-from .exposition import LabelSet, ProbeLines, render_probe
+from .exposition import LabelSet, ProbeLines, render_probe, with_skipped
 from .history import Run, RunHistory
 from .peer_data import clean_result
 
@@ -30,7 +30,7 @@ class ProbeState:
         self.labels = LabelSet.for_spec(spec)
         self.runs_total = 0
         self.failures_total = 0
-        self.skipped_total = 0
+        self.skipped_by_cause: dict[str, int] = {}  # busy / late -> runs not started
         self.consecutive_failures = 0
         self.consecutive_successes = 0
         self.bucket_counts = [0] * (len(DURATION_BUCKETS) + 1)
@@ -75,13 +75,23 @@ class ProbeState:
         self.lines = render_probe(self)
         return changed or (self.runs_total == 1 and not result.up)
 
-    def skipped(self) -> None:
-        self.skipped_total += 1
-        self.lines = render_probe(self)
+    @property
+    def skipped_total(self) -> int:
+        return sum(self.skipped_by_cause.values())
+
+    def skipped(self, cause: str = "busy") -> None:
+        """A run not started: ``busy`` (the previous one still going) or ``late``.
+
+        Only the skipped line is rendered again: when the loop is behind,
+        skipping must cost far less than running, or it never catches up.
+        """
+        self.skipped_by_cause[cause] = self.skipped_by_cause.get(cause, 0) + 1
+        self.lines = with_skipped(self.lines, self)
 
     def adopt_counters(self, old: ProbeState) -> None:
         """Carry counters and history across a reload that kept the definition."""
-        for attr in ("runs_total", "failures_total", "skipped_total", "consecutive_failures",
+        self.skipped_by_cause = dict(old.skipped_by_cause)
+        for attr in ("runs_total", "failures_total", "consecutive_failures",
                      "consecutive_successes", "duration_sum", "last", "last_latency",
                      "last_run_at", "last_change_at", "next_run_at", "created_at"):
             setattr(self, attr, getattr(old, attr))

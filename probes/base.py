@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from collections.abc import Callable
+import functools
+import socket
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol
 
 # The fixed set of failure reasons (probewatch_probe_failure_info{reason}).
 REASONS = (
@@ -123,14 +124,26 @@ def unescape(text: str) -> str:
     return "".join(out)
 
 
-# Blocking work (requests, pjsua2 hand-offs) runs here, not in the event loop's
-# small default executor, so many http probes do not queue behind six threads.
-_BLOCKING = concurrent.futures.ThreadPoolExecutor(max_workers=64, thread_name_prefix="probe")
+# Name resolution: getaddrinfo blocks a thread and cannot be cancelled, so each
+# kind that resolves names gets its own small pool.  A resolver that hangs for
+# one kind's names can make that kind's runs wait (and time out) but never
+# another kind's.  Threads start on demand and stay few while lookups are fast.
+RESOLVER_THREADS = 16
+_RESOLVERS: dict[str, concurrent.futures.ThreadPoolExecutor] = {}
 
-T = TypeVar("T")
+
+def resolver_pool(kind: str) -> concurrent.futures.ThreadPoolExecutor:
+    """The thread pool ``kind`` resolves names on (created on first use)."""
+    pool = _RESOLVERS.get(kind)
+    if pool is None:
+        pool = _RESOLVERS[kind] = concurrent.futures.ThreadPoolExecutor(
+            max_workers=RESOLVER_THREADS, thread_name_prefix=f"resolve-{kind}")
+    return pool
 
 
-async def run_blocking(fn: Callable[..., T], *args: Any) -> T:
-    """Run a blocking call on the shared probe thread pool."""
+async def resolve(kind: str, host: str, port: int, family: int = 0,
+                  type: int = 0) -> list[tuple[Any, ...]]:
+    """``socket.getaddrinfo`` on ``kind``'s own resolver threads."""
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(_BLOCKING, fn, *args)
+    return await loop.run_in_executor(
+        resolver_pool(kind), functools.partial(socket.getaddrinfo, host, port, family, type))

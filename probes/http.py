@@ -13,26 +13,25 @@ The return code is the HTTP status.  Extra series: the body length
 (probewatch_probe_http_content_length_bytes) and, for https, the leaf
 certificate's notAfter (probewatch_probe_http_cert_expiry_timestamp_seconds),
 read even when verification is off.  The request side (``RequestOptions``,
-``fetch``) also serves the json kind; how the request travels (session,
-connections, proxy, transport errors) is in ``probes.http_transport``.
+``fetch``) also serves the json kind; how the request travels (aiohttp on the
+event loop: session, connections, proxy, transport errors) is in
+``probes.http_transport``.
 """
 
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Callable
+import ssl
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
-import requests
-import urllib3.exceptions
+import aiohttp
 from cryptography import x509
 
 from exporter import __version__
 
-from .base import Reading, Result, run_blocking, truncate
+from .base import Reading, Result, truncate
 from .expectations import (
     JsonExpectation,
     Pattern,
@@ -43,15 +42,14 @@ from .expectations import (
     load_json,
 )
 from .http_transport import (
-    PeerCerts,
+    basic_auth_header,
     open_session,
     peer_cert,
-    proxies_for,
     proxy_problem,
     transport_failure,
 )
 from .secret_files import read_secret_text
-from .tls import TlsOptions, unreadable
+from .tls import TlsOptions, ssl_context, ssl_reason, unreadable
 
 CERT_EXPIRY = "probewatch_probe_http_cert_expiry_timestamp_seconds"
 CONTENT_LENGTH = "probewatch_probe_http_content_length_bytes"
@@ -207,49 +205,55 @@ class FetchFailed(Exception):
         self.result = result
 
 
-def fetch(spec: Any, opts: RequestOptions) -> Fetched:
-    """Send the request once (blocking); raise FetchFailed with the failed Result.
+async def fetch(spec: Any, opts: RequestOptions) -> Fetched:
+    """Send the request once; raise FetchFailed with the failed Result.
 
-    A status outside ``expect_status`` is a failure too (reason unexpected_code).
+    The whole exchange (redirects and body included) runs on the event loop
+    within ``spec.timeout``; a status outside ``expect_status`` is a failure
+    too (reason unexpected_code).
     """
-    deadline = time.monotonic() + spec.timeout
-    peer_certs: PeerCerts = {}
+    timeout = spec.timeout
     headers = {"User-Agent": f"probewatch/{__version__}", **opts.headers}
     try:
-        auth = _auth_header(opts)
+        headers.update(_auth_header(opts))
     except OSError as exc:
         raise FetchFailed(Result.fail("error", f"cannot read credentials: {exc}")) from None
-    headers.update(auth)
-    session = open_session(tls=opts.tls, ip_family=opts.ip_family,
-                           max_redirects=opts.max_redirects, peer_certs=peer_certs)
-    with session:
-        try:
-            resp = session.request(
+    skip = () if opts.json_body is not None or any(
+        k.lower() == "content-type" for k in headers) else ("Content-Type",)
+    try:
+        context = _context(opts.tls)  # also for http: a redirect may lead to https
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise FetchFailed(Result.fail("tls", f"cannot load TLS files: {ssl_reason(exc)}")) from None
+    session = open_session(ip_family=opts.ip_family, timeout=timeout)
+    try:
+        async with session:
+            resp = await session.request(
                 opts.method,
                 spec.target,
                 headers=headers,
                 data=opts.body.encode() if opts.body else None,
                 json=opts.json_body,
-                timeout=(spec.timeout, spec.timeout),
+                skip_auto_headers=skip,
                 allow_redirects=opts.follow_redirects,
-                proxies=proxies_for(opts.proxy),
-                stream=True,
-                hooks={"response": _stop_after(deadline, spec.timeout)},
+                max_redirects=opts.max_redirects,
+                proxy=opts.proxy or None,
+                ssl=context,
+                server_hostname=opts.tls.server_name or None,
             )
-            with resp:
-                readings = _cert_readings(resp.url, peer_certs)
-                body = _read_body(resp, deadline, opts.max_body_bytes, spec.timeout, readings)
-        except requests.TooManyRedirects as exc:
-            last = exc.response
-            code = last.status_code if last is not None else -1
-            where = f", last to {last.headers.get('Location', '?')}" if last is not None else ""
-            raise FetchFailed(Result.fail(
-                "unexpected_response", f"more than {opts.max_redirects} redirects{where}", code=code
-            )) from None
-        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
-            raise FetchFailed(transport_failure(exc, spec.timeout)) from None
+            async with resp:
+                readings = _cert_readings(peer_cert(session, resp))
+                body = await _read_body(resp, opts.max_body_bytes, readings)
+    except aiohttp.TooManyRedirects as exc:
+        last = exc.history[-1] if exc.history else None
+        code = last.status if last is not None else -1
+        where = f", last to {last.headers.get('Location', '?')}" if last is not None else ""
+        raise FetchFailed(Result.fail(
+            "unexpected_response", f"more than {opts.max_redirects} redirects{where}", code=code
+        )) from None
+    except (aiohttp.ClientError, OSError, ValueError) as exc:  # TimeoutError is an OSError
+        raise FetchFailed(transport_failure(exc, timeout, _is_https(exc, spec.target))) from None
     readings.append(Reading(CONTENT_LENGTH, float(len(body)), "Length of the response body"))
-    got = Fetched(resp.status_code, resp.reason or "", body, _charset(resp), readings)
+    got = Fetched(resp.status, resp.reason or "", body, _charset(resp), readings)
     if got.status not in opts.status_set:
         raise FetchFailed(Result.fail(
             "unexpected_code",
@@ -260,20 +264,26 @@ def fetch(spec: Any, opts: RequestOptions) -> Fetched:
     return got
 
 
-def _stop_after(deadline: float, timeout: float) -> Callable[..., None]:
-    """A response hook ending a redirect chain once the run's time is up.
+# Contexts for tls blocks that name no file, by the block's values: nothing on
+# disk can change under them, so no stat and no deep key building per run.
+_PLAIN_CONTEXTS: dict[tuple[object, ...], ssl.SSLContext] = {}
 
-    requests gives each hop its own timeout; without this a long chain would
-    keep the worker thread busy long after the scheduler gave up on the run.
-    """
 
-    def hook(resp: requests.Response, **_: Any) -> None:
-        if time.monotonic() > deadline:
-            resp.close()
-            raise FetchFailed(Result.fail("timeout", f"no final response within {timeout:g}s",
-                                          code=resp.status_code))
+def _context(tls: TlsOptions) -> ssl.SSLContext:
+    if tls.ca_file or tls.cert_file or tls.key_file:
+        return ssl_context(tls)  # shared, rebuilt when a file changes
+    key = tuple(vars(tls).values())
+    ctx = _PLAIN_CONTEXTS.get(key)
+    if ctx is None:
+        ctx = _PLAIN_CONTEXTS[key] = ssl_context(tls)
+    return ctx
 
-    return hook
+
+def _is_https(exc: BaseException, target: str) -> bool:
+    """Whether the request that failed went over TLS (a redirect may have changed the scheme)."""
+    info = getattr(exc, "request_info", None)
+    url = str(info.real_url) if info is not None else target
+    return url.startswith("https:")
 
 
 def _auth_header(opts: RequestOptions) -> dict[str, str]:
@@ -281,38 +291,29 @@ def _auth_header(opts: RequestOptions) -> dict[str, str]:
         return {"Authorization": f"Bearer {read_secret(opts.bearer_token_file).strip()}"}
     if opts.basic_auth.username:
         password = read_secret(opts.basic_auth.password_file)
-        auth = requests.auth._basic_auth_str(opts.basic_auth.username, password)
-        return {"Authorization": auth}
+        return {"Authorization": basic_auth_header(opts.basic_auth.username, password)}
     return {}
 
 
-def _read_body(
-    resp: requests.Response, deadline: float, limit: int, timeout: float, readings: list[Reading]
-) -> bytes:
+async def _read_body(resp: aiohttp.ClientResponse, limit: int, readings: list[Reading]) -> bytes:
     chunks, size = [], 0
-    for chunk in resp.iter_content(64 * 1024):
+    async for chunk in resp.content.iter_chunked(64 * 1024):
         size += len(chunk)
         if size > limit:
             raise FetchFailed(Result.fail(
                 "unexpected_response", f"body is larger than max_body_bytes ({limit})",
-                code=resp.status_code, readings=readings,
+                code=resp.status, readings=readings,
             ))
         chunks.append(chunk)
-        if time.monotonic() > deadline:
-            raise FetchFailed(Result.fail(
-                "timeout", f"body not complete within {timeout:g}s", code=resp.status_code,
-                readings=readings,
-            ))
     return b"".join(chunks)
 
 
-def _charset(resp: requests.Response) -> str:
+def _charset(resp: aiohttp.ClientResponse) -> str:
     m = re.search(r"charset=\"?([\w.:-]+)", resp.headers.get("Content-Type", ""), re.IGNORECASE)
     return m.group(1) if m else "utf-8"
 
 
-def _cert_readings(url: str, peer_certs: PeerCerts) -> list[Reading]:
-    der = peer_cert(url, peer_certs)
+def _cert_readings(der: bytes | None) -> list[Reading]:
     if der is None:
         return []
     try:
@@ -338,11 +339,8 @@ class RequestProbe:
         return url_problems(spec.target)
 
     async def run(self) -> Result:
-        return await run_blocking(self.run_once)
-
-    def run_once(self) -> Result:
         try:
-            got = fetch(self.spec, self.spec.options)
+            got = await fetch(self.spec, self.spec.options)
         except FetchFailed as failed:
             return failed.result
         return self.judge(got)

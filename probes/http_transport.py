@@ -1,37 +1,36 @@
-"""How the http and json kinds' bytes get to the server.
+"""How the http and json kinds' bytes get to the server: aiohttp on the event loop.
 
-A fresh requests session per run, with our TLS context and per-run connection
-classes that pin the address family and keep the peer certificate (so its
-expiry is known even when verification is off); the proxy, if any; and the
+One aiohttp session per run, with a connector that pins the address family,
+resolves names on the http kind's own resolver threads (``probes.base.resolve``),
+never keeps a connection for a later run, and uses our shared TLS context; the
+proxy, if any (https through CONNECT); the peer certificate read from the
+connection (so its expiry is known even when verification is off); and the
 mapping of what went wrong on the way (refused, unreachable, TLS, name
 resolution, timeouts) to a failed Result.  What to send and how to judge the
 reply stay in ``probes.http``.
+
+Nothing here blocks a thread: a run the scheduler cuts is cancelled, and the
+cancellation closes its socket at once.
 """
 
 from __future__ import annotations
 
+import base64
 import errno
 import socket
 import ssl
-from collections.abc import Callable, Iterator
-from typing import Any, ClassVar
+from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
-import requests
-import urllib3.exceptions
-from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
 
-from .base import Result, truncate
-from .tls import TlsOptions, ssl_context, ssl_reason
+from .base import Result, resolve, truncate
+from .tls import ssl_reason
 
-# insecure_skip_verify is the operator's explicit choice for one probe; urllib3's
-# warning on every such request would only flood the exporter's log.
-urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
-
-# DER leaf certificates seen during one run, by (lower-case host, port).
-PeerCerts = dict[tuple[str, int], bytes]
+_FAMILIES = {"ip4": socket.AF_INET, "ip6": socket.AF_INET6}
+_UNREACHABLE = (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EADDRNOTAVAIL, errno.ENETDOWN)
 
 
 def proxy_problem(proxy: str) -> str:
@@ -44,147 +43,121 @@ def proxy_problem(proxy: str) -> str:
     return ""
 
 
-def proxies_for(proxy: str) -> dict[str, str]:
-    """The ``proxies=`` argument for requests: every scheme through ``proxy``, or none."""
-    return {"http": proxy, "https": proxy} if proxy else {}
+class _KindResolver(AbstractResolver):
+    """Names resolved on the http kind's own threads, not the loop's shared executor."""
+
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        infos = await resolve("http", host, port, family, socket.SOCK_STREAM)
+        out: list[ResolveResult] = []
+        for fam, _, proto, _, address in infos:
+            out.append({"hostname": host, "host": str(address[0]), "port": int(address[1]),
+                        "family": fam, "proto": proto, "flags": socket.AI_NUMERICHOST})
+        if not out:
+            raise OSError(None, "DNS lookup failed")
+        return out
+
+    async def close(self) -> None:
+        pass
 
 
-def open_session(
-    *, tls: TlsOptions, ip_family: str, max_redirects: int, peer_certs: PeerCerts
-) -> requests.Session:
-    """A session for one run, filling ``peer_certs`` as TLS connections are made."""
-    session = requests.Session()
-    session.trust_env = False  # the exporter's environment must not change what is probed
-    session.max_redirects = max_redirects
-    adapter = _Adapter(tls, ip_family, peer_certs)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
+_RESOLVER = _KindResolver()
 
 
-def peer_cert(url: str, peer_certs: PeerCerts) -> bytes | None:
-    """The DER leaf certificate the https server at ``url`` presented, if any."""
-    parts = urlsplit(url)
-    if parts.scheme != "https":
+def open_session(*, ip_family: str, timeout: float) -> aiohttp.ClientSession:
+    """A session for one run: no pooling across runs, no environment, no cookies kept."""
+    connector = _Connector(
+        family=_FAMILIES.get(ip_family, socket.AF_UNSPEC),
+        resolver=_RESOLVER,
+        force_close=True,
+        use_dns_cache=False,
+        limit=0,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        connector_owner=True,
+        trust_env=False,  # the exporter's environment must not change what is probed
+        timeout=aiohttp.ClientTimeout(total=timeout, sock_connect=timeout),
+        auto_decompress=True,
+    )
+
+
+def peer_cert(session: aiohttp.ClientSession, resp: aiohttp.ClientResponse) -> bytes | None:
+    """The DER leaf certificate the https server of ``resp`` presented, if any."""
+    connector = session.connector
+    if not isinstance(connector, _Connector) or resp.url.scheme != "https":
         return None
-    return peer_certs.get(((parts.hostname or "").lower(), parts.port or 443))
+    return connector.peer_certs.get(((resp.url.host or "").lower(), resp.url.port or 443))
 
 
-# --- per-run connection classes ------------------------------------------------
+class _Connector(aiohttp.TCPConnector):
+    """Keeps each TLS peer's leaf certificate, read as the connection is made.
 
+    Read here and not from the response: a short reply may be complete (and its
+    connection released) before the caller sees it.  The certificate is kept
+    even when verification is off, so its expiry is still exported.
+    """
 
-class _Connection(HTTPConnection):
-    family: ClassVar[int] = 0
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.peer_certs: dict[tuple[str, int], bytes] = {}
 
-    def _new_conn(self) -> socket.socket:
-        return _open_with_family(self, self.family, super()._new_conn)
-
-
-class _TlsConnection(HTTPSConnection):
-    family: ClassVar[int] = 0
-    peer_certs: ClassVar[PeerCerts] = {}
-
-    def _new_conn(self) -> socket.socket:
-        return _open_with_family(self, self.family, super()._new_conn)
-
-    def connect(self) -> None:
-        super().connect()
-        der = self.sock.getpeercert(binary_form=True) if hasattr(self.sock, "getpeercert") else None
-        if der:
-            host = self._tunnel_host or self.host
-            self.peer_certs[(host.lower(), self._tunnel_port or self.port)] = der
-
-
-def _open_with_family(
-    conn: HTTPConnection, family: int, open_socket: Callable[[], socket.socket]
-) -> socket.socket:
-    if not family:
-        return open_socket()
-    name = conn._dns_host
-    try:
-        infos = socket.getaddrinfo(name, conn.port, family, socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise urllib3.exceptions.NameResolutionError(conn.host, conn, exc) from exc
-    conn._dns_host = str(infos[0][4][0])  # connect to this address, keep the name for TLS
-    try:
-        return open_socket()
-    finally:
-        conn._dns_host = name
-
-
-class _Adapter(HTTPAdapter):
-    """Our TLS context and connection classes in place of requests' defaults."""
-
-    def __init__(self, tls: TlsOptions, ip_family: str, peer_certs: PeerCerts) -> None:
-        family = {"ip4": socket.AF_INET, "ip6": socket.AF_INET6}.get(ip_family, 0)
-        conn = type("Connection", (_Connection,), {"family": family})
-        tls_conn = type(
-            "TlsConnection", (_TlsConnection,), {"family": family, "peer_certs": peer_certs}
-        )
-        self._pools: dict[str, type[HTTPConnectionPool]] = {
-            "http": type("Pool", (HTTPConnectionPool,), {"ConnectionCls": conn}),
-            "https": type("TlsPool", (HTTPSConnectionPool,), {"ConnectionCls": tls_conn}),
-        }
-        self._tls = tls
-        super().__init__(max_retries=0)
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = self._pools
-
-    def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
-        manager = super().proxy_manager_for(proxy, **kwargs)
-        manager.pool_classes_by_scheme = self._pools
-        return manager
-
-    def build_connection_pool_key_attributes(
-        self, request: requests.PreparedRequest, verify: Any, cert: Any = None
-    ) -> Any:
-        host_params, _ = super().build_connection_pool_key_attributes(request, verify, cert)
-        if host_params.get("scheme") != "https":
-            return host_params, {}
-        pool_kwargs: dict[str, Any] = {
-            "ssl_context": ssl_context(self._tls),
-            "cert_reqs": "CERT_NONE" if self._tls.insecure_skip_verify else "CERT_REQUIRED",
-        }
-        if self._tls.server_name:
-            pool_kwargs["server_hostname"] = self._tls.server_name
-        return host_params, pool_kwargs
-
-    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
-        """The context already carries the trust store and client certificate."""
+    async def _create_connection(self, req: Any, traces: Any, timeout: Any) -> Any:
+        proto = await super()._create_connection(req, traces, timeout)
+        transport = getattr(proto, "transport", None)
+        ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+        if ssl_object is not None and (der := ssl_object.getpeercert(binary_form=True)):
+            self.peer_certs[((req.host or "").lower(), req.port or 443)] = der
+        return proto
 
 
 # --- what went wrong on the way --------------------------------------------------
 
 
-def transport_failure(exc: BaseException, timeout: float) -> Result:
-    """The failed Result for an error raised while sending or receiving."""
+def transport_failure(exc: BaseException, timeout: float, tls: bool = False) -> Result:
+    """The failed Result for an error raised while sending or receiving.
+
+    ``tls``: the exchange was over TLS.  A TLS 1.3 server refusing the client
+    certificate sends its alert after the client has finished the handshake,
+    so the alert and the reset race; a reset before any response on a TLS
+    connection is reported as the TLS failure it almost always is.
+    """
     chain = list(_causes(exc))
-    via = "proxy: " if isinstance(exc, requests.exceptions.ProxyError) else ""
-    if isinstance(exc, requests.ConnectTimeout):
+    via = "proxy: " if any(isinstance(e, (aiohttp.ClientProxyConnectionError,
+                                          aiohttp.ClientHttpProxyError)) for e in chain) else ""
+    if any(isinstance(e, aiohttp.ConnectionTimeoutError) for e in chain):
         return Result.fail("timeout", f"{via}connect timed out after {timeout:g}s")
-    timeouts = (requests.Timeout, urllib3.exceptions.ReadTimeoutError, TimeoutError)
-    if any(isinstance(e, timeouts) for e in chain):
+    if any(isinstance(e, (TimeoutError, aiohttp.ServerTimeoutError)) for e in chain):
         return Result.fail("timeout", f"{via}no response within {timeout:g}s")
     for e in chain:
+        if isinstance(e, aiohttp.ClientConnectorCertificateError):
+            return Result.fail("tls", via + ssl_reason(e.certificate_error))
         if isinstance(e, ssl.SSLError):
             return Result.fail("tls", via + ssl_reason(e))
-        if isinstance(e, urllib3.exceptions.NameResolutionError):
-            return Result.fail("error", f"{via}cannot resolve {e.conn.host!r}")
+    for e in chain:
+        if isinstance(e, (aiohttp.ClientConnectorDNSError, socket.gaierror)):
+            host = getattr(e, "host", "") or _host_of(chain)
+            return Result.fail("unreachable", f"{via}cannot resolve {host!r}")
+    reset = (ConnectionResetError, aiohttp.ServerDisconnectedError)
+    if tls and not via and any(isinstance(e, reset) for e in chain):
+        return Result.fail("tls", "the server closed the TLS connection before answering "
+                                  "(a client certificate required or refused?)")
+    if isinstance(exc, aiohttp.ClientHttpProxyError):
+        return Result.fail("error", f"proxy: HTTP {exc.status} {exc.message}".strip())
     for e in chain:
         if isinstance(e, ConnectionRefusedError):
             return Result.fail("refused", f"{via}connection refused{_peer(chain)}")
-        if isinstance(e, OSError) and e.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+        if isinstance(e, OSError) and e.errno in _UNREACHABLE:
             return Result.fail("unreachable", f"{via}{e.strerror or e}{_peer(chain)}")
-    broken = (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError)
-    if isinstance(exc, broken):
+    if isinstance(exc, aiohttp.ClientPayloadError):
         return Result.fail("unexpected_response", f"broken body: {_innermost(chain)}")
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return Result.fail("unexpected_response", truncate(f"bad response: {exc.message}"))
     return Result.fail("error", truncate(via + _innermost(chain)))
 
 
 def _causes(exc: BaseException) -> Iterator[BaseException]:
-    """The exception and everything it wraps (cause, context, args, urllib3's reason)."""
+    """The exception and everything it wraps (cause, context, args, aiohttp's os_error)."""
     todo: list[BaseException] = [exc]
     seen: set[int] = set()
     while todo and len(seen) < 32:
@@ -193,17 +166,32 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
             continue
         seen.add(id(cur))
         yield cur
-        more = [cur.__cause__, cur.__context__, getattr(cur, "reason", None), *cur.args]
+        more = [cur.__cause__, cur.__context__, getattr(cur, "_os_error", None), *cur.args]
         todo.extend(e for e in more if isinstance(e, BaseException))
+
+
+def _host_of(chain: list[BaseException]) -> str:
+    for e in chain:
+        if isinstance(e, aiohttp.ClientConnectorError):
+            return e.host
+    return "?"
 
 
 def _peer(chain: list[BaseException]) -> str:
     for e in chain:
-        conn = getattr(e, "conn", None)
-        if isinstance(conn, HTTPConnection):
-            return f" by {conn.host}:{conn.port}"
+        if isinstance(e, aiohttp.ClientConnectorError):
+            return f" by {e.host}:{e.port}"
     return ""
 
 
 def _innermost(chain: list[BaseException]) -> str:
-    return str(chain[-1]) or type(chain[-1]).__name__
+    last = chain[-1]
+    text = str(last) or type(last).__name__
+    if isinstance(last, aiohttp.ServerDisconnectedError):
+        return "server closed the connection without a response"
+    return text
+
+
+def basic_auth_header(username: str, password: str) -> str:
+    """``Basic base64(user:password)``, latin-1 as browsers and requests send it."""
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode("latin-1")).decode()

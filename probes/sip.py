@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import ipaddress
 import logging
 import os
@@ -33,7 +34,7 @@ import pjsua2  # noqa: F401 - a missing extra fails the config check (probes/reg
 
 from exporter.durations import format_duration
 
-from .base import Result, run_blocking
+from .base import Result, resolve
 from .netaddr import is_ip
 from .secret_files import read_secret_text
 from .sip_endpoint import SipEndpoint, SipUnavailable
@@ -207,7 +208,7 @@ class SipProbe:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.wait
         try:
-            endpoint = await run_blocking(endpoint_for, max(_LEVELS, default=3))
+            endpoint = await loop.run_in_executor(_STARTER, endpoint_for, max(_LEVELS, default=3))
         except SipUnavailable as exc:
             return Result.fail("error", str(exc))
         try:
@@ -234,8 +235,7 @@ class SipProbe:
     async def _request(self) -> SipRequest:
         host, family = self.target.host, self.target.family
         if not is_ip(host):
-            loop = asyncio.get_running_loop()
-            infos = await loop.getaddrinfo(host, self.target.port, type=socket.SOCK_DGRAM)
+            infos = await resolve("sip", host, self.target.port, 0, socket.SOCK_DGRAM)
             family = 6 if infos[0][0] == socket.AF_INET6 else 4
             host = str(infos[0][4][0])
         auth = self.options.auth
@@ -310,6 +310,10 @@ def system_ca_file() -> str:
 _LEVELS: set[int] = set()
 _ENDPOINT: SipEndpoint | None = None
 _ENDPOINT_LOCK = threading.Lock()
+# Starting the endpoint (once per process) blocks for up to its start timeout; it
+# has its own thread so no other kind's work ever waits behind it.  After that a
+# run only queues on the pjsua2 worker (sip_endpoint), which is sip's alone.
+_STARTER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="sip-start")
 _TOLD: set[int] = set()
 
 

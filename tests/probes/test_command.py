@@ -74,3 +74,38 @@ def _running(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def _gone_within(pids: list[int], seconds: float) -> list[int]:
+    """The pids still running after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        alive = [pid for pid in pids if _running(pid)]
+        if not alive:
+            return []
+        time.sleep(0.02)
+    return [pid for pid in pids if _running(pid)]
+
+
+def test_a_background_child_does_not_outlive_a_finished_run(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    # The child keeps stdout open: the run must not wait for it either.
+    started = time.monotonic()
+    result, _ = run_once(config(f"{{argv: [sh, -c, 'sleep 30 & echo $! > {pids}; echo done']}}",
+                                timeout="4s"))
+    assert time.monotonic() - started < 2
+    assert (result.up, result.message) == (True, "done")
+    assert _gone_within([int(pids.read_text())], 2.0) == []
+
+
+def test_a_command_ignoring_sigterm_with_a_child_on_its_stdout_is_killed(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    script = (f"trap \"\" TERM; (trap \"\" TERM; sleep 30) & echo $! > {pids}; "
+              f"echo $$ >> {pids}; while :; do sleep 0.1; done")
+    started = time.monotonic()
+    result, latency = run_once(config(f"{{argv: [sh, -c, '{script}']}}", timeout="500ms"))
+    assert time.monotonic() - started < 1.5  # the run is not held by the kill
+    assert (result.up, result.reason) == (False, "timeout")
+    assert 0.49 < latency < 1.2
+    # SIGTERM is ignored, so SIGKILL (half a second later) ends both.
+    assert _gone_within([int(p) for p in pids.read_text().split()], 3.0) == []

@@ -511,12 +511,13 @@ def test_ip_family_picks_the_address_family() -> None:
         v4_port = v4.server_address[1]
         assert run("http", f"{v6.base}/ok", {"ip_family": "ip6"}).up
         assert run("http", f"http://localhost:{v4_port}/ok", {"ip_family": "ip4"}).up
-        # localhost has no IPv6 address here: ip6 must not fall back to 127.0.0.1
+        # localhost has no IPv6 address here: ip6 must not fall back to 127.0.0.1.
+        # A name that does not resolve is unreachable, as for tcp, udp and icmp.
         no_v6 = run("http", f"http://localhost:{v4_port}/ok", {"ip_family": "ip6"})
         assert (no_v6.up, no_v6.reason, no_v6.message) == (
-            False, "error", "cannot resolve 'localhost'")
+            False, "unreachable", "cannot resolve 'localhost'")
         no_v4 = run("http", f"{v6.base}/ok", {"ip_family": "ip4"})
-        assert (no_v4.up, no_v4.reason) == (False, "error")
+        assert (no_v4.up, no_v4.reason) == (False, "error"), no_v4.message
 
 
 # --- HTTPS ------------------------------------------------------------------------
@@ -537,8 +538,6 @@ def test_ca_file_verifies_and_cert_expiry_is_the_leaf_not_after(
     assert reading(result, CONTENT_LENGTH) == len(OK_BODY)
 
 
-# pytest resets warning filters per test; probes.http silences this one for the exporter.
-@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
 def test_cert_expiry_is_read_even_without_verification(tls_web: LoopbackServer, pki: Pki) -> None:
     result = run("http", f"{tls_web.base}/ok", {"tls": {"insecure_skip_verify": True}})
     assert (result.up, result.code) == (True, 200)
@@ -560,7 +559,7 @@ def test_client_certificate_is_presented_when_configured(pki: Pki) -> None:
     with serving(tls=pki.server_context(require_client_cert=True)) as mtls:
         target = f"https://localhost:{mtls.server_address[1]}/ok"
         without = run("http", target, {"tls": {"ca_file": str(pki.ca)}})
-        assert (without.up, without.reason) == (False, "tls")
+        assert (without.up, without.reason) == (False, "tls"), without.message
         with_cert = run("http", target, {"tls": {
             "ca_file": str(pki.ca), "cert_file": str(pki.client_cert),
             "key_file": str(pki.client_key)}})
@@ -603,3 +602,28 @@ def test_probe_command_exits_1_with_reason_when_down(web: LoopbackServer, tmp_pa
     assert lines[1:3] == ["result:  down", "code:    503"]
     assert "reason:  unexpected_code" in lines
     assert "message: HTTP 503 Service Unavailable, expected 200-399" in lines
+
+
+def test_a_run_cut_at_its_timeout_closes_its_connection_at_once() -> None:
+    """Nothing keeps working for a probe after its timeout: the server sees the close."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        closed_after: list[float] = []
+
+        def accept_and_wait() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                conn.settimeout(5)
+                while conn.recv(65536):  # the request, then nothing until the client closes
+                    pass
+                closed_after.append(time.monotonic())
+
+        thread = threading.Thread(target=accept_and_wait, daemon=True)
+        thread.start()
+        started = time.monotonic()
+        result = run("http", f"http://127.0.0.1:{port}/never", timeout="300ms")
+        thread.join(5)
+        assert (result.up, result.reason) == (False, "timeout")
+        assert closed_after and closed_after[0] - started < 1.0
