@@ -70,9 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"probe config (YAML); default {DEFAULT_CONFIG}")
 
     def log_flags(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--log.level", dest="log_level", default="info", choices=logs.LEVELS)
-        p.add_argument("--log.file", dest="log_file", default="",
-                       help="log to this file instead of stderr (falls back to stderr if it cannot be opened)")
+        logs.add_flags(p)
 
     serve = sub.add_parser("serve", help="run the probes and serve /metrics")
     config_flag(serve)
@@ -160,7 +158,7 @@ def _resolve_shard(args: argparse.Namespace) -> Shard:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    logs.setup(args.log_level, args.log_file or None)
+    logs.setup(args.log_level, args.log_file or None, args.log_format)
     try:
         shard = _resolve_shard(args)
     except ValueError as exc:
@@ -206,7 +204,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    logs.setup(args.log_level, args.log_file or None)
+    logs.setup(args.log_level, args.log_file or None, args.log_format)
     try:
         config = load_config(args.config_file)
     except ConfigError as exc:
