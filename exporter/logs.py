@@ -184,8 +184,10 @@ class Throttle:
     """
 
     def __init__(self, logger: logging.Logger, summary: str, interval: float = 10.0,
-                 field: str = "key", clock: Callable[[], float] = time.monotonic) -> None:
+                 field: str = "key", describe: Callable[[str], str] = str,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.logger = logger
+        self.describe = describe
         self.summary = summary
         self.field = field
         self.interval = interval
@@ -239,7 +241,7 @@ class Throttle:
     def _write(self, key: str, window: list[Any], now: float) -> None:
         seconds = min(max(now - window[0], 0.0), self.interval)
         text = self.summary.format(count=f"{window[1]:,}", s="" if window[1] == 1 else "s",
-                                   what=key.replace("_", " "),
+                                   what=self.describe(key),
                                    seconds=f"{seconds:.3g}s" if seconds >= 1 else f"{seconds * 1000:.0f}ms")
         self.logger.log(window[2], text, extra={self.field: key, "count": window[1]})
 

@@ -118,7 +118,7 @@ class AgentServer(asyncio.DatagramProtocol):
         self._transport: asyncio.DatagramTransport | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.refusals = Throttle(log, "refused {count} more datagram{s} ({what}) in the last {seconds}",
-                                 log_interval, field="reason")
+                                 log_interval, field="reason", describe=lambda r: r.replace("_", " "))
         self.errors = Throttle(log, "{count} more error{s} handling datagrams in the last {seconds}",
                                log_interval, field="error")
 
