@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import difflib
 import inspect
 import logging
 import os
@@ -95,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     config_flag(probe)
     log_flags(probe)
 
-    sub.add_parser("kinds", help="list probe kinds with their options")
+    kinds = sub.add_parser("kinds", help="list probe kinds with their options")
+    kinds.add_argument("kinds", nargs="*", metavar="KIND", help="only these kinds (default: every kind)")
 
     agent = sub.add_parser("agent", help="answer signed udp probes with local diagnostics")
     try:
@@ -117,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "probe":
             return cmd_probe(args)
         if args.command == "kinds":
-            return cmd_kinds()
+            return cmd_kinds(args.kinds)
         if args.command == "agent":
             from .agent import run as agent_run
 
@@ -245,8 +247,17 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return 0 if last.up else 1
 
 
-def cmd_kinds() -> int:
-    for name in kind_names():
+def cmd_kinds(wanted: Sequence[str] = ()) -> int:
+    names = kind_names()
+    unknown = [k for k in wanted if k not in names]
+    if unknown:
+        for name in unknown:
+            close = difflib.get_close_matches(name, names, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            print(f"probewatch kinds: unknown kind {name!r}{hint}; kinds: {', '.join(names)}",
+                  file=sys.stderr)
+        return 2
+    for name in wanted or names:
         print(f"{name}")
         try:
             cls = get_kind(name)
@@ -259,9 +270,11 @@ def cmd_kinds() -> int:
         rows = describe_options(cls.Options)
         if rows:
             print(f"    options ({name}: block):")
-            width = max(len(r[0]) for r in rows)
-            for key, typ, default in rows:
-                print(f"      {key:<{width}}  {typ}; default {default}")
+            for row in rows:
+                default = "required" if row.default == "required" else f"default {row.default}"
+                print(f"      {row.key}: {row.type}; {default}")
+                if row.doc:
+                    print(f"          {row.doc}")
         print()
     return 0
 

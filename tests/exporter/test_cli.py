@@ -50,10 +50,30 @@ def test_kinds_lists_every_kind_with_options() -> None:
     proc = run("kinds")
     assert proc.returncode == 0
     out = proc.stdout
-    for kind in ("command", "tcp"):
+    for kind in ("command", "http", "icmp", "json", "sip", "tcp", "udp"):
         assert f"\n{kind}\n" in "\n" + out
     assert "options (tcp: block):" in out
-    assert "expect" in out and "ok_codes" in out
+    assert "      ok_codes: list of integers; default [0]\n          accepted exit codes" in out
+    assert "      interval: duration; default 1s\n" in out
+    assert "      expect_status: status codes: 200, 2xx, 200-399, or a list of them; default 200-399\n" in out
+    assert "      tls.ca_file: string; default \"\"\n" in out
+    for python in ("TlsOptions(", "Any", "None", "a list of integer", "default 1.0"):
+        assert python not in out, python
+
+
+def test_kinds_of_one_kind_and_an_unknown_one() -> None:
+    tcp = run("kinds", "tcp")
+    assert tcp.returncode == 0, tcp.stderr
+    assert tcp.stdout.startswith("tcp\n") and "\ncommand\n" not in tcp.stdout
+    assert "      send: string; default \"\"\n          written after connecting" in tcp.stdout
+    assert "      server_name: string; default the target's host\n" in tcp.stdout
+    two = run("kinds", "udp", "command")
+    assert two.returncode == 0 and two.stdout.startswith("udp\n") and "\ncommand\n" in two.stdout
+    bad = run("kinds", "ping")
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert bad.stderr.startswith("probewatch kinds: unknown kind 'ping'; kinds: command, http, icmp,")
+    close = run("kinds", "tpc")
+    assert "unknown kind 'tpc' (did you mean tcp?)" in close.stderr and close.returncode == 2
 
 
 def test_check_accepts_the_bundled_default_config() -> None:
