@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import difflib
 import inspect
 import logging
 import os
@@ -19,11 +18,12 @@ from probes.base import Result
 from probes.registry import KindUnavailable, get_kind, kind_names, loaded_kinds
 
 from . import __version__, logs
+from . import config as config_module
 from .config import ConfigError, load_config
 from .durations import parse_duration
 from .exposition import samples_of
 from .http import HttpServer, Router, parse_listen_address
-from .options import describe_options
+from .options import describe_options, did_you_mean
 from .scheduler import run_probe
 from .service import Exporter
 from .sharding import Shard, ordinal_from_hostname, parse_shard
@@ -59,6 +59,15 @@ def _listen_arg(text: str) -> tuple[str, int]:
         return parse_listen_address(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def loopback_address(host: str, port: int) -> str:
+    """How a probe on this machine reaches a server listening on ``host:port``."""
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,7 +119,37 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # inside the guard: `probewatch kinds | head` closes the pipe early
+    except BrokenPipeError:
+        # The reader went away (head, less quitting): stop quietly, as tools killed by SIGPIPE do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+    return code
+
+
+def _config_unreadable(args: argparse.Namespace) -> bool:
+    """Say so, with the flag to use, when the config file cannot be opened."""
+    path = args.config_file
+    try:
+        with open(path, "rb"):
+            return False
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+    if path == DEFAULT_CONFIG and not os.path.exists(path):
+        print(f"probewatch {args.command}: no config file: there is no {DEFAULT_CONFIG} in {os.getcwd()}; "
+              "name one with --config.file=FILE", file=sys.stderr)
+    else:
+        print(f"probewatch {args.command}: cannot read --config.file={path}: {why}", file=sys.stderr)
+    return True
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in ("serve", "check", "probe") and _config_unreadable(args):
+        return 2
     try:
         if args.command == "serve":
             return cmd_serve(args)
@@ -186,6 +225,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"probewatch: --web.listen-address {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
         return 2
+    config_module.LISTEN["address"] = loopback_address(host, server.port)
     try:
         exporter.start()
     except ConfigError as exc:
@@ -252,8 +292,8 @@ def cmd_kinds(wanted: Sequence[str] = ()) -> int:
     unknown = [k for k in wanted if k not in names]
     if unknown:
         for name in unknown:
-            close = difflib.get_close_matches(name, names, n=1)
-            hint = f" (did you mean {close[0]}?)" if close else ""
+            close = did_you_mean(name, names)
+            hint = f" (did you mean {close}?)" if close else ""
             print(f"probewatch kinds: unknown kind {name!r}{hint}; kinds: {', '.join(names)}",
                   file=sys.stderr)
         return 2

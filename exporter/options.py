@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import difflib
 import functools
 import json
 import re
@@ -72,6 +73,30 @@ def _type_name(tp: Any) -> str:
 
 class _Bad(Exception):
     pass
+
+
+# Names users bring from the tools probewatch replaces (Moniteur's scripts and arguments).
+SYNONYMS = {"ping": "icmp", "connect": "tcp", "script": "kind", "arguments": "target",
+            "hello_message": "send", "success_message": "expect", "bye_message": "bye"}
+
+
+def did_you_mean(word: Any, choices: Any) -> str | None:
+    """The choice ``word`` was most likely meant to be (difflib, then known synonyms), or None."""
+    text, options = str(word), [str(c) for c in choices]
+    synonym = SYNONYMS.get(text.lower())
+    if synonym in options:
+        return synonym
+    folded = {c.lower(): c for c in options}
+    if text.lower() in folded:
+        return folded[text.lower()]
+    close = difflib.get_close_matches(text.lower(), list(folded), n=1, cutoff=0.6)
+    return folded[close[0]] if close else None
+
+
+def hint(word: Any, choices: Any) -> str:
+    """``"; did you mean X?"`` when one choice is close to ``word``, else empty."""
+    guess = did_you_mean(word, choices)
+    return f"; did you mean {guess}?" if guess else ""
 
 
 def convert(value: Any, tp: Any, key: str, line: int, problems: Problems) -> Any:
@@ -215,7 +240,7 @@ def build(cls: Any, raw: dict[str, Any], problems: Problems, prefix: str = "", l
         kline = _line(raw, key, base_line)
         if key not in aliases:
             known = ", ".join(sorted(aliases))
-            problems.add(kline, prefix + str(key), f"unknown key (known keys: {known})")
+            problems.add(kline, prefix + str(key), f"unknown key{hint(key, aliases)} (known keys: {known})")
             continue
         name = aliases[key]
         with contextlib.suppress(_Bad):
