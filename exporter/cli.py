@@ -280,10 +280,10 @@ def cmd_probe(args: argparse.Namespace) -> int:
     print(f"latency: {latency:.6f}s")
     if not last.up:
         print(f"reason:  {last.reason}")
-    print(f"message: {last.message}")
+    print(f"message: {logs.escape(last.message)}")  # a peer's text must not drive the terminal
     print("samples:")
     for line in samples_of(state):
-        print(f"  {line}")
+        print(f"  {logs.escape(line)}")
     return 0 if last.up else 1
 
 

@@ -140,3 +140,13 @@ def test_the_bundled_config_probes_the_exporter_on_whatever_port_it_listens(tmp_
             wait_for(lambda n=name: pw.value("probewatch_probe_up", probe=n) == 1.0, timeout=45,
                      what=f"{name} up")
         assert pw.value("probewatch_probe_up", probe="self-metrics", target=f"127.0.0.1:{port}") == 1.0
+
+
+def test_probe_output_escapes_control_characters_from_the_peer(tmp_path: Path) -> None:
+    config = tmp_path / "p.yml"
+    config.write_text("probes:\n  - name: loud\n    kind: command\n    command:\n"
+                      "      shell: true\n      argv: [\"printf '\\\\033]0;pwned\\\\007\\\\033[2J'; exit 1\"]\n")
+    done = run("probe", "loud", f"--config.file={config}")
+    assert done.returncode == 1, done.stderr
+    assert "\x1b" not in done.stdout and "\x07" not in done.stdout
+    assert r"message: exit code 1 (accepted: 0): \u001b]0;pwned\u0007\u001b[2J" in done.stdout
