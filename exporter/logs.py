@@ -114,10 +114,14 @@ class FallbackHandler(logging.StreamHandler[TextIO]):
         self.fell_back = False
 
     def handleError(self, record: logging.LogRecord) -> None:
+        exc = sys.exc_info()[1]
+        broken = isinstance(exc, OSError) or (isinstance(exc, ValueError) and "closed file" in str(exc))
+        if not broken:  # a bug in a log call (bad % arguments), not a broken sink
+            super().handleError(record)
+            return
         if self.fell_back or self.stream is sys.stderr:
             return
-        exc = sys.exc_info()[1]
-        reason = (getattr(exc, "strerror", None) or str(exc)) if exc else "write failed"
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         # Not setStream: it flushes the broken stream first, which raises again.
         failed, self.fell_back, self.stream = self.stream, True, sys.stderr
         with contextlib.suppress(Exception):  # the sink is broken already; closing is a courtesy

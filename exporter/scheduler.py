@@ -89,6 +89,7 @@ class Scheduler:
             future.result(timeout)
         except Exception as exc:
             log.warning("probes did not stop in time", extra={"error": str(exc)})
+        _raised.close()  # write the pending counts now, not never
         for kind in loaded_kinds():
             shutdown = getattr(kind, "shutdown", None)
             if callable(shutdown):

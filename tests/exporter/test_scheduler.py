@@ -154,7 +154,7 @@ probes:
 """))
         wait(lambda: (s := scheduler.state("noisy")) is not None and s.runs_total >= 6)
         runs = scheduler.state("noisy").runs_total
-        scheduler_module._raised.close()  # what a stop does not wait 10s for: the pending count
+        scheduler_module._raised.close()  # as stop() does: the pending count, without waiting 10s
     raised = [r for r in caplog.records if r.getMessage() == "probe raised"]
     assert len(raised) == 1 and raised[0].error == "RuntimeError: kaput"
     summary = [r.getMessage() for r in caplog.records if r.getMessage().startswith("probe noisy raised ")]
