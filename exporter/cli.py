@@ -19,11 +19,12 @@ from probes.redact import mask_log_records
 from probes.registry import KindUnavailable, get_kind, kind_names, loaded_kinds
 
 from . import __version__, logs
+from . import config as config_module
 from .config import ConfigError, load_config
 from .durations import parse_duration
 from .exposition import samples_of
 from .http import HttpServer, Router, parse_listen_address
-from .options import describe_options
+from .options import describe_options, did_you_mean
 from .scheduler import run_probe
 from .service import Exporter
 from .sharding import Shard, ordinal_from_hostname, parse_shard
@@ -63,6 +64,15 @@ def _listen_arg(text: str) -> tuple[str, int]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def loopback_address(host: str, port: int) -> str:
+    """How a probe on this machine reaches a server listening on ``host:port``."""
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="probewatch", description=__doc__)
     parser.add_argument("--version", action="version", version=f"probewatch {__version__}")
@@ -73,9 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"probe config (YAML); default {DEFAULT_CONFIG}")
 
     def log_flags(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--log.level", dest="log_level", default="info", choices=logs.LEVELS)
-        p.add_argument("--log.file", dest="log_file", default="",
-                       help="log to this file instead of stderr (falls back to stderr if it cannot be opened)")
+        logs.add_flags(p)
 
     serve = sub.add_parser("serve", help="run the probes and serve /metrics")
     config_flag(serve)
@@ -100,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     config_flag(probe)
     log_flags(probe)
 
-    sub.add_parser("kinds", help="list probe kinds with their options")
+    kinds = sub.add_parser("kinds", help="list probe kinds with their options")
+    kinds.add_argument("kinds", nargs="*", metavar="KIND", help="only these kinds (default: every kind)")
 
     imports = sub.add_parser("import", help="translate a Moniteur, Cmdchk or Megaphone config")
     from .importers.command import add_arguments as import_arguments
@@ -118,8 +127,38 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # inside the guard: `probewatch kinds | head` closes the pipe early
+    except BrokenPipeError:
+        # The reader went away (head, less quitting): stop quietly, as tools killed by SIGPIPE do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+    return code
+
+
+def _config_unreadable(args: argparse.Namespace) -> bool:
+    """Say so, with the flag to use, when the config file cannot be opened."""
+    path = args.config_file
+    try:
+        with open(path, "rb"):
+            return False
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+    if path == DEFAULT_CONFIG and not os.path.exists(path):
+        print(f"probewatch {args.command}: no config file: there is no {DEFAULT_CONFIG} in {os.getcwd()}; "
+              "name one with --config.file=FILE", file=sys.stderr)
+    else:
+        print(f"probewatch {args.command}: cannot read --config.file={path}: {why}", file=sys.stderr)
+    return True
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     mask_log_records()  # no secret in any log line (probes/redact.py)
+    if args.command in ("serve", "check", "probe") and _config_unreadable(args):
+        return 2
     if args.command in ("serve", "probe"):
         from .init import become_init
 
@@ -132,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "probe":
             return cmd_probe(args)
         if args.command == "kinds":
-            return cmd_kinds()
+            return cmd_kinds(args.kinds)
         if args.command == "import":
             from .importers.command import run as import_run
 
@@ -187,7 +226,7 @@ def _resolve_shard(args: argparse.Namespace) -> Shard:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    logs.setup(args.log_level, args.log_file or None)
+    logs.setup(args.log_level, args.log_file or None, args.log_format)
     try:
         shard = _resolve_shard(args)
     except ValueError as exc:
@@ -213,6 +252,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"probewatch: --web.listen-address {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
         return 2
+    config_module.LISTEN["address"] = loopback_address(host, server.port)
     try:
         exporter.start()
     except ConfigError as exc:
@@ -233,7 +273,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    logs.setup(args.log_level, args.log_file or None)
+    logs.setup(args.log_level, args.log_file or None, args.log_format)
     try:
         config = load_config(args.config_file)
     except ConfigError as exc:
@@ -267,15 +307,24 @@ def cmd_probe(args: argparse.Namespace) -> int:
     print(f"latency: {latency:.6f}s")
     if not last.up:
         print(f"reason:  {last.reason}")
-    print(f"message: {last.message}")
+    print(f"message: {logs.escape(last.message)}")  # a peer's text must not drive the terminal
     print("samples:")
     for line in samples_of(state):
-        print(f"  {line}")
+        print(f"  {logs.escape(line)}")
     return 0 if last.up else 1
 
 
-def cmd_kinds() -> int:
-    for name in kind_names():
+def cmd_kinds(wanted: Sequence[str] = ()) -> int:
+    names = kind_names()
+    unknown = [k for k in wanted if k not in names]
+    if unknown:
+        for name in unknown:
+            close = did_you_mean(name, names)
+            hint = f" (did you mean {close}?)" if close else ""
+            print(f"probewatch kinds: unknown kind {name!r}{hint}; kinds: {', '.join(names)}",
+                  file=sys.stderr)
+        return 2
+    for name in wanted or names:
         print(f"{name}")
         try:
             cls = get_kind(name)
@@ -288,9 +337,11 @@ def cmd_kinds() -> int:
         rows = describe_options(cls.Options)
         if rows:
             print(f"    options ({name}: block):")
-            width = max(len(r[0]) for r in rows)
-            for key, typ, default in rows:
-                print(f"      {key:<{width}}  {typ}; default {default}")
+            for row in rows:
+                default = "required" if row.default == "required" else f"default {row.default}"
+                print(f"      {row.key}: {row.type}; {default}")
+                if row.doc:
+                    print(f"          {row.doc}")
         print()
     return 0
 

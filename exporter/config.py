@@ -23,7 +23,7 @@ from probes.registry import KindUnavailable, get_kind, kind_names
 
 from . import limits
 from .durations import format_duration
-from .options import Duration, Problem, Problems, build, option_shape
+from .options import Duration, Problem, Problems, build, did_you_mean, hint, option_shape
 from .yamlsource import LineDict, LineList, YamlError, load_yaml
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -34,6 +34,8 @@ RESERVED_LABELS = frozenset(
 )
 DEFAULT_TIMEOUT = 10.0
 SHARED_KEYS = ("name", "kind", "target", "period", "timeout", "active", "labels", "failures")
+# "${listen}" in a target: where this exporter serves (`serve` sets it once bound; else the default).
+LISTEN = {"address": "127.0.0.1:9637"}
 
 
 @dataclass
@@ -202,7 +204,7 @@ class Located:
     message: str
 
     def __str__(self) -> str:
-        head = f"{self.file}:{self.line}: " if self.file else ""
+        head = (f"{self.file}:{self.line}: " if self.line else f"{self.file}: ") if self.file else ""
         parts = [p for p in (self.where, self.key) if p]
         return head + "".join(p + ": " for p in parts) + mask_text(self.message)
 
@@ -290,7 +292,8 @@ def parse_probe(
     if not isinstance(kind_name, str) or not kind_name:
         problems.add(at("kind"), "kind", f"is required (one of: {', '.join(kind_names())})")
     elif kind_name not in kind_names():
-        problems.add(at("kind"), "kind", f"unknown kind {kind_name!r} (known: {', '.join(kind_names())})")
+        problems.add(at("kind"), "kind",
+                     f"unknown kind {kind_name!r}{hint(kind_name, kind_names())} (known: {', '.join(kind_names())})")
     else:
         try:
             kind_cls = get_kind(kind_name)
@@ -299,8 +302,14 @@ def parse_probe(
 
     for key in raw:
         if key not in SHARED_KEYS and key != kind_name:
-            hint = " (kind options go in a block named after the kind)" if kind_cls else ""
-            problems.add(at(key), key, f"unknown key{hint}")
+            own = [f.metadata.get("key", f.name) for f in dataclasses.fields(kind_cls.Options)] if kind_cls else []
+            if guess := did_you_mean(key, own):
+                problems.add(at(key), key, f"unknown key; did you mean {kind_name}.{guess}? "
+                                           "(kind options go in a block named after the kind)")
+            else:
+                guess_shared = hint(key, SHARED_KEYS)
+                suffix = " (kind options go in a block named after the kind)" if kind_cls and not guess_shared else ""
+                problems.add(at(key), key, f"unknown key{guess_shared}{suffix}")
 
     shared_raw = LineDict({k: raw[k] for k in SHARED_KEYS[2:] if k in raw})
     shared_raw.line = lines.line if lines is not None else line
@@ -315,6 +324,7 @@ def parse_probe(
         timeout = timeout_set if timeout_set is not None else min(DEFAULT_TIMEOUT, round(period * 0.8, 3))
         if not shared.target:
             shared.target = getattr(kind_cls, "default_target", "")
+        shared.target = shared.target.replace("${listen}", LISTEN["address"])
         if not shared.target:
             problems.add(at("target"), "target", "is required")
         elif len(shared.target) > limits.MAX_TARGET:
@@ -445,7 +455,8 @@ def parse_config(text: str, path: str, check_env: bool = True) -> Config:
     for key in data:
         if key not in ("defaults", "probes", "api", "web"):
             located.append(Located(path, data.line_of(key), "", key,
-                                   "unknown key (known keys: api, defaults, probes, web)"))
+                                   f"unknown key{hint(key, ('api', 'defaults', 'probes', 'web'))}"
+                                   " (known keys: api, defaults, probes, web)"))
     defaults = _section(data, "defaults", Defaults, path, located)
     api = _section(data, "api", ApiSettings, path, located)
     web = _section(data, "web", WebSettings, path, located)

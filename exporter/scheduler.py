@@ -36,10 +36,13 @@ from probes.registry import get_kind, loaded_kinds
 
 from .config import ProbeSpec
 from .durations import format_duration
+from .logs import Throttle
 from .state import ProbeState
 from .telemetry import Telemetry
 
 log = logging.getLogger("probewatch.scheduler")
+# A kind that raises on every run logs once per probe per 10s, then a count.
+_raised = Throttle(log, "probe {what} raised {count} more time{s} in the last {seconds}", field="probe")
 
 
 # A probe whose slot is later than this after a start runs once early too, at
@@ -180,6 +183,7 @@ class Scheduler:
             future.result(timeout)
         except Exception as exc:
             log.warning("probes did not stop in time", extra={"error": str(exc)})
+        _raised.close()  # write the pending counts now, not never
         for kind in loaded_kinds():
             shutdown = getattr(kind, "shutdown", None)
             if callable(shutdown):
@@ -349,7 +353,8 @@ async def run_probe(probe: Any, spec: ProbeSpec) -> tuple[Result, float, float]:
     except asyncio.CancelledError:
         raise
     except Exception as exc:
-        log.error("probe raised", extra={"probe": spec.name, "error": f"{type(exc).__name__}: {exc}"})
+        _raised.log(logging.ERROR, spec.name, "probe raised",
+                    extra={"probe": spec.name, "error": f"{type(exc).__name__}: {exc}"})
         result = Result.fail("error", f"{type(exc).__name__}: {exc}")
     return result, time.perf_counter() - t0, started
 

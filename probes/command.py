@@ -37,6 +37,16 @@ KILL_AFTER = 0.5
 
 @dataclass
 class CommandOptions:
+    """``command:`` block.
+
+    Options:
+        argv (default required): the program and its arguments, run without a shell.
+        shell: true: argv is one command line, run by /bin/sh -c.
+        ok_codes (default [0]): accepted exit codes; empty means [0].
+        env: variables added to the exporter's environment.
+        cwd: working directory (empty: the exporter's).
+    """
+
     argv: list[str] = field(default_factory=list)
     shell: bool = False
     ok_codes: list[int] = field(default_factory=list)

@@ -260,6 +260,15 @@ class JsonExpectation:
     compare JSON values strictly (true is not 1, "1" is not 1); ``regex`` is
     searched in the value's text; ``min`` / ``max`` bound a number;
     ``exists: false`` asks for the path to be absent.
+
+    Options:
+        path: the JSON path of the value ($.status, $.items[0].name).
+        equals: the value must equal this, strictly (true is not 1).
+        not_equals: the value must not equal this.
+        regex: a regular expression searched in the value's text.
+        min: the value must be a number at least this.
+        max: the value must be a number at most this.
+        exists: false: the path must be absent.
     """
 
     path: str

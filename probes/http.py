@@ -62,7 +62,12 @@ _CREDENTIAL_HEADERS = ("authorization", "proxy-authorization")
 
 @dataclass
 class BasicAuth:
-    """``basic_auth: {username: probe, password_file: /etc/probewatch/pw}``."""
+    """``basic_auth: {username: probe, password_file: /etc/probewatch/pw}``.
+
+    Options:
+        username: the user name sent with HTTP basic auth.
+        password_file: a file holding the password (a trailing newline is ignored).
+    """
 
     username: str = ""
     password_file: str = ""
@@ -77,7 +82,23 @@ class BasicAuth:
 
 @dataclass
 class RequestOptions:
-    """What to send and how to connect; shared by the http and json kinds."""
+    """What to send and how to connect; shared by the http and json kinds.
+
+    Options:
+        method: the HTTP method, case-insensitive (GET, POST, HEAD, ...).
+        headers: extra request headers (credentials go in basic_auth or bearer_token_file).
+        body: request body, sent as written (set Content-Type in headers).
+        json: request body as YAML/JSON data, sent as JSON; set body or json, not both.
+        expect_status: status codes that count as success.
+        follow_redirects: follow 3xx Location headers; false checks the 3xx itself.
+        max_redirects: more redirects than this fail the run.
+        tls: how the server is verified and the client identifies itself.
+        basic_auth: HTTP basic auth, the password read from a file.
+        bearer_token_file: a file holding a token, sent as Authorization: Bearer TOKEN.
+        proxy: http://HOST:PORT forward proxy for http and https targets.
+        ip_family: ip4 or ip6 resolves the host in that family only; auto lets the resolver choose.
+        max_body_bytes: a longer body fails the run.
+    """
 
     method: str = "GET"
     headers: dict[str, str] = field(default_factory=dict)
@@ -131,7 +152,13 @@ class RequestOptions:
 
 @dataclass
 class HttpOptions(RequestOptions):
-    """``http:`` block: the request, then what the reply must hold."""
+    """``http:`` block: the request, then what the reply must hold.
+
+    Options:
+        body_regex: regular expressions that must each be found in the body.
+        body_not_regex: regular expressions that must not be found in the body.
+        expect: JSON expectations on the body (the body must then be JSON).
+    """
 
     body_regex: str | list[str] = field(default_factory=list)
     body_not_regex: str | list[str] = field(default_factory=list)

@@ -53,6 +53,17 @@ HOSTNAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012345
 
 @dataclass
 class IcmpOptions:
+    """``icmp:`` block.
+
+    Options:
+        count: echo requests per run, 1 to 100.
+        interval: time between two requests of a run.
+        payload_size: bytes of payload in each request, 0 to 65000.
+        ip_family: the address family a host name is resolved in (unset: IPv4).
+        max_loss: up while the share of lost requests is at most this (unset: one reply is enough).
+        timeout_ms: how long to wait for each reply (unset: until the probe's timeout).
+    """
+
     count: int = 3
     interval: Duration = 1.0
     payload_size: int = 56

@@ -31,7 +31,16 @@ DEFAULT_LEVELS = {"OK": 0, "Unknown": 1, "Warning": 2, "Critical": 3}
 
 @dataclass
 class JsonOptions(RequestOptions):
-    """``json:`` block: the request (as for http), then how to read the document."""
+    """``json:`` block: the request (as for http), then how to read the document.
+
+    Options:
+        status_field: path of the level in the document.
+        message_field: path of the text that becomes the probe's message.
+        levels: level names and their numbers; names match case-insensitively.
+        ok_levels: levels for which the probe is up; each must be in levels.
+        values: paths of numeric fields exported as probewatch_probe_value{field="..."}.
+        expect: JSON expectations, checked after the level is read.
+    """
 
     status_field: str = "status"
     message_field: str = "message"

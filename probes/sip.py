@@ -57,7 +57,13 @@ _URI_RE = re.compile(
 
 @dataclass
 class SipAuth:
-    """Credentials for servers that challenge (digest)."""
+    """Credentials for servers that challenge (digest).
+
+    Options:
+        username: the user name of the digest credentials.
+        password_file: a file holding the password, read at every run.
+        realm: answer challenges of this realm only (empty: any realm).
+    """
 
     username: str
     password_file: str
@@ -73,6 +79,19 @@ class SipAuth:
 
 @dataclass
 class SipOptions:
+    """``sip:`` block.
+
+    Options:
+        method: OPTIONS pings the server; INVITE places a call.
+        success_state (default CONFIRMED): with INVITE, how far the call must get to count as up.
+        local_port: the local SIP port (0: any); probes that set the same one share it.
+        transport (default from the target): overrides the URI's transport.
+        auth: digest credentials for servers that challenge (401/407).
+        log_level: pjsip's log level, 0 to 6, routed into probewatch's log.
+        ca_file: with TLS, the CAs the server's certificate must chain to (empty: the system's).
+        insecure_skip_verify: with TLS, accept any server certificate.
+    """
+
     method: Literal["OPTIONS", "INVITE"] = "OPTIONS"
     success_state: Literal["CALLING", "EARLY", "CONNECTING", "CONFIRMED"] | None = None
     local_port: int = 0

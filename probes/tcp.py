@@ -31,6 +31,19 @@ UNREACHABLE = {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EADDRNOTAVAIL}
 
 @dataclass
 class TcpOptions:
+    """``tcp:`` block.
+
+    Options:
+        send: written after connecting; \\r \\n \\t \\\\ \\xNN escapes honoured.
+        expect: the reply must contain this literal text, or match {regex: PATTERN}; read until it
+            matches, the peer closes, or the timeout.
+        bye: written before closing.
+        tls: speak TLS after connecting.
+        server_name (default the target's host): with tls, the name sent in SNI and verified.
+        ca_file: with tls, a PEM bundle of CAs trusted instead of the system store.
+        insecure_skip_verify: with tls, accept any certificate.
+    """
+
     send: str = ""
     expect: TextExpectation = ""
     bye: str = ""

@@ -21,7 +21,15 @@ from .secret_files import regular_file_problem
 
 @dataclass
 class TlsOptions:
-    """``tls:`` block: how the client verifies the server and proves itself."""
+    """``tls:`` block: how the client verifies the server and proves itself.
+
+    Options:
+        ca_file: PEM bundle of CAs trusted instead of the system store.
+        server_name: name sent in SNI and checked in the certificate (empty: the target's host).
+        insecure_skip_verify: accept any certificate (the expiry is still exported).
+        cert_file: client certificate (PEM), for servers that ask for one; may hold the key too.
+        key_file: the client certificate's key (PEM, unencrypted), when not in cert_file.
+    """
 
     ca_file: str = ""  # PEM bundle trusted instead of the system store
     server_name: str = ""  # name sent in SNI and checked in the certificate

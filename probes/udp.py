@@ -60,7 +60,15 @@ OperationItem = str | dict[str, list[str]]
 
 @dataclass
 class UdpOptions:
-    """Options of the udp kind (the ``udp:`` block of a probe)."""
+    """Options of the udp kind (the ``udp:`` block of a probe).
+
+    Options:
+        send: what to send: a string (escapes honoured) or a mapping, sent as compact JSON.
+        operations: ask a probewatch agent for these operations instead of send; needs key_file.
+        expect: the reply must contain this text, or match {regex: PATTERN}.
+        expect_json: JSON expectations on the reply.
+        key_file: sign the request with this key and accept only replies signed with it.
+    """
 
     send: str | dict[str, Any] = ""
     operations: list[OperationItem] = field(default_factory=list)

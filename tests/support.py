@@ -38,6 +38,21 @@ def missing(what: str) -> None:
     pytest.skip(message)
 
 
+def no_sip_reason() -> str | None:
+    """Why this install has no sip kind on purpose, or None.
+
+    `make` installs without the sip extra when PROBEWATCH_NO_SIP is set or no
+    pjsua2-python wheel fits this Python and machine, and records why in the venv
+    (probewatch-no-sip).  Only then may the sip tests skip under CI.
+    """
+    if os.environ.get("PROBEWATCH_NO_SIP", "") not in ("", "0"):
+        return "PROBEWATCH_NO_SIP is set"
+    marker = Path(sys.prefix) / "probewatch-no-sip"
+    if not marker.exists():
+        return None
+    return marker.read_text().strip() or "installed without the sip extra"
+
+
 def require_binary(name: str) -> str:
     path = shutil.which(name)
     if path is None:

@@ -44,6 +44,16 @@ PROMETHEUS_RULE = HERE / "generated" / "prometheusrule.yaml"
 DASHBOARD_CONFIGMAPS = HERE / "generated" / "dashboards.yaml"
 ALERTMANAGER_CONFIG = HERE / "generated" / "alertmanagerconfig.yaml"
 STATEFULSET = HERE / "components" / "sharded" / "statefulset.yaml"
+DOCKERFILE = ROOT / "Dockerfile"
+
+
+def image_command() -> list[str]:
+    """The Dockerfile's CMD: what the image runs after its ``probewatch`` entrypoint."""
+    found = re.search(r"^CMD (\[.*\])$", DOCKERFILE.read_text(), re.M)
+    if not found:
+        raise SystemExit(f"{DOCKERFILE}: no CMD [...] line")
+    command: list[str] = json.loads(found.group(1))
+    return command
 
 # The shard count the sharded component ships with; an overlay changes
 # spec.replicas and PROBEWATCH_SHARDS together (docs/kubernetes.md).
@@ -233,7 +243,8 @@ def sharded_statefulset() -> str:
         ) from None
     # The pod's hostname is the StatefulSet pod name (probewatch-0, -1, ...); the
     # exporter takes its shard index from that ordinal and the count from the env.
-    container["args"] = ["--shard-from-hostname"]
+    # args replace the image's CMD (serve ...), so they repeat it before the flag.
+    container["args"] = [*image_command(), "--shard-from-hostname"]
     container["env"] = [
         *container.get("env", []),
         {"name": "PROBEWATCH_SHARDS", "value": str(DEFAULT_SHARDS)},

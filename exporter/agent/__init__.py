@@ -35,29 +35,29 @@ def _duration(text: str) -> float:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    # Spelled like serve's flags; the first spellings (--listen, --key-file) stay as aliases.
     parser.add_argument(
-        "--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT",
+        "--web.listen-address", "--listen", dest="listen", default=DEFAULT_LISTEN, metavar="HOST:PORT",
         help="UDP address to answer on; [ADDR]:PORT for IPv6, :PORT for every address"
              f" (default {DEFAULT_LISTEN})")
-    parser.add_argument("--key-file", metavar="FILE",
+    parser.add_argument("--key.file", "--key-file", dest="key_file", metavar="FILE",
                         help="file holding the key shared with the probes (required)")
     parser.add_argument("--max-skew", type=_duration, default=30.0, metavar="DURATION",
                         help="refuse requests whose timestamp is further off than this"
                              " (default 30s)")
     parser.add_argument("--list-operations", action="store_true",
                         help="print the operations this agent offers, with their docs, and exit")
-    parser.add_argument("--log.level", dest="log_level", default="info", choices=logs.LEVELS,
-                        help="least severe level logged (default info)")
+    logs.add_flags(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    logs.setup(getattr(args, "log_level", None) or "info", getattr(args, "log_file", None))
+    logs.setup(args.log_level, args.log_file or None, args.log_format)
     operations = discover()
     if args.list_operations:
         sys.stdout.write(listing(operations))
         return 0
     if not args.key_file:
-        print("probewatch agent: --key-file is required", file=sys.stderr)
+        print("probewatch agent: --key.file is required", file=sys.stderr)
         return 2
     try:
         key = signing.load_key(args.key_file)

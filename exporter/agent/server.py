@@ -1,9 +1,11 @@
 """The agent's UDP server: checks each signed request, runs the operations it names.
 
 Order of checks for a datagram: envelope form, MAC (probes.signing), age
-against ``max_skew``, nonce not seen before.  A refused datagram gets one
-logfmt line and, if it was an envelope at all, a short unsigned refusal no
-larger than the datagram itself (so the agent never amplifies traffic).  No
+against ``max_skew``, nonce not seen before.  A refused datagram gets, if it
+was an envelope at all, a short unsigned refusal no larger than the datagram
+itself (so the agent never amplifies traffic).  The first refusal of each
+reason in ``log_interval`` is logged in full, the rest summed up in one line
+("refused 9,999 more datagrams (bad signature) in the last 10s").  No
 datagram, however malformed, can stop the server.
 """
 
@@ -19,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from exporter import __version__
+from exporter.logs import Throttle
 from probes import signing
 
 from .registry import Operation
@@ -103,6 +106,7 @@ class AgentServer(asyncio.DatagramProtocol):
         replay_capacity: int = 65536,
         operation_timeout: float = 5.0,
         clock: Callable[[], float] = time.time,
+        log_interval: float = 10.0,
     ) -> None:
         self.key = key
         self.operations = operations
@@ -113,6 +117,10 @@ class AgentServer(asyncio.DatagramProtocol):
         self.address: tuple[str, int] | None = None
         self._transport: asyncio.DatagramTransport | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self.refusals = Throttle(log, "refused {count} more datagram{s} ({what}) in the last {seconds}",
+                                 log_interval, field="reason", describe=lambda r: r.replace("_", " "))
+        self.errors = Throttle(log, "{count} more error{s} handling datagrams in the last {seconds}",
+                               log_interval, field="error")
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
         """Bind ``host:port`` (port 0: any free one) and return the bound address.
@@ -138,6 +146,8 @@ class AgentServer(asyncio.DatagramProtocol):
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.refusals.close()
+        self.errors.close()
 
     # asyncio.DatagramProtocol
 
@@ -150,13 +160,13 @@ class AgentServer(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: Any) -> None:
         try:
             self._receive(data, addr)
-        except Exception:  # the last guard: no datagram stops the agent
-            log.exception("unexpected error handling a datagram",
-                          extra={"peer": format_address(addr)})
+        except Exception as exc:  # the last guard: no datagram stops the agent
+            self.errors.log(logging.ERROR, type(exc).__name__, "unexpected error handling a datagram",
+                            extra={"peer": format_address(addr)}, exc_info=True)
 
     def _refuse(self, addr: Any, data: bytes, reason: str, detail: str,
                 nonce: str | None, answer: bool = True) -> None:
-        log.warning("refused request", extra={
+        self.refusals.log(logging.WARNING, reason, "refused request", extra={
             "reason": reason, "peer": format_address(addr), "detail": detail, "bytes": len(data)})
         reply = signing.refusal(reason, nonce)
         if answer and self._transport is not None and len(reply) <= len(data):

@@ -43,6 +43,8 @@ KUBERNETES_VERSIONS = ("1.29.0", kubernetes_validate.utils.latest_version())
 VARIANTS = {"base": [], "ha": ["ha"], "sharded": ["sharded"]}
 # kubectl apply keeps the whole object in an annotation limited to 256 KiB.
 LAST_APPLIED_LIMIT = 262144
+# What the image runs after its `probewatch` entrypoint; the StatefulSet's args repeat it.
+IMAGE_CMD = json.loads(re.search(r"^CMD (\[.*\])$", (ROOT / "Dockerfile").read_text(), re.M)[1])  # type: ignore[index]
 
 
 class _Loader(yaml.SafeLoader):
@@ -336,7 +338,7 @@ def test_sharded_variant_is_the_same_pod_split_by_ordinal(built: dict[str, Any])
     assert not [r for r in built["sharded"] if r["kind"] == "Deployment"]
     c = container(built["sharded"])
     env = {e["name"]: e["value"] for e in c.get("env", [])}
-    assert c["args"] == ["--shard-from-hostname"]
+    assert c["args"] == [*IMAGE_CMD, "--shard-from-hostname"]  # args replace the image's CMD
     assert int(env["PROBEWATCH_SHARDS"]) == statefulset["spec"]["replicas"]
     base_pod = one(built["base"], "Deployment")["spec"]["template"]
     sharded_pod = json.loads(json.dumps(statefulset["spec"]["template"]))
@@ -362,7 +364,8 @@ def test_statefulset_pods_each_run_their_own_shard(built: dict[str, Any], tcp_co
     seen: dict[str, set[str]] = {}
     for ordinal in range(shards):
         monkeypatch.setenv("HOSTNAME", f"probewatch-{ordinal}")
-        with serve(tcp_config, *c["args"]) as exporter:
+        assert c["args"][:len(IMAGE_CMD)] == IMAGE_CMD  # serve() starts `serve` on its own config
+        with serve(tcp_config, *c["args"][len(IMAGE_CMD):]) as exporter:
             info = exporter.value("probewatch_shard_info")
             assert info == 1
             labels = next(dict(labs) for (name, labs) in exporter.samples()
@@ -423,8 +426,10 @@ def test_image_matches_what_the_pod_expects(built: dict[str, Any]) -> None:
     assert base and re.fullmatch(r"python:3\.11[.\w-]*-slim[\w.-]*", base[1]), "pinned 3.11 slim"
     assert 'pip install ".[sip]"' in dockerfile
     entrypoint = json.loads(re.search(r"^ENTRYPOINT (\[.*\])$", dockerfile, re.M)[1])  # type: ignore[index]
-    assert entrypoint == ["probewatch", "serve", "--config.file=/etc/probewatch/probewatch.yml",
-                          "--web.listen-address=0.0.0.0:9637"]
+    assert entrypoint == ["probewatch"]  # so `docker run IMAGE check ...` and `... agent ...` just work
+    assert IMAGE_CMD == ["serve", "--config.file=/etc/probewatch/probewatch.yml",
+                         "--web.listen-address=0.0.0.0:9637"]
+    assert "args" not in one(built["base"], "Deployment")["spec"]["template"]["spec"]["containers"][0]
     for source in re.findall(r"^COPY (?!--from)(.+) \S+$", dockerfile, re.M):
         for path in source.split():
             assert (ROOT / path).exists(), f"Dockerfile copies {path}, which is not in the repo"

@@ -174,7 +174,7 @@ def test_a_failing_operation_does_not_sink_the_others(tmp_path: Path) -> None:
 def test_bad_signature_stale_and_replay_are_refused_and_logged(
         caplog: pytest.LogCaptureFixture) -> None:
     async def scenario() -> list[str | None]:
-        async with agent_and_client(max_skew=30.0) as (_, client):
+        async with agent_and_client(max_skew=30.0, log_interval=0) as (_, client):
             forged, _ = signing.sign_request(b"another key, not the agent's one", "{}")
             old, _ = request(["uptime"], now=time.time() - 120)
             future, _ = request(["uptime"], now=time.time() + 120)
@@ -211,7 +211,7 @@ def test_malformed_datagrams_never_stop_the_agent(caplog: pytest.LogCaptureFixtu
     ]
 
     async def scenario() -> tuple[list[bytes | None], dict[str, Any]]:
-        async with agent_and_client() as (_, client):
+        async with agent_and_client(log_interval=0) as (_, client):
             answers = [await client.ask(d, wait=0.2) for d in junk]
             datagram, good_nonce = request(["uptime"])
             return answers, reply_body(await client.ask(datagram), good_nonce)
@@ -279,14 +279,17 @@ def _key_file(tmp_path: Path, mode: int = 0o600) -> Path:
 
 
 @contextmanager
-def agent_process(tmp_path: Path, *flags: str) -> Iterator[tuple[subprocess.Popen[str], str, Path]]:
+def agent_process(tmp_path: Path, *flags: str,
+                  log_name: Path | None = None) -> Iterator[tuple[subprocess.Popen[str], str, Path]]:
     log = tmp_path / "agent.log"
     with log.open("w") as out, process(probewatch_argv("agent", *flags), stdout=out,
                                         stderr=subprocess.STDOUT, cwd=ROOT) as proc:
         def listening() -> str | None:
-            found = re.search(r'msg="agent listening" address=(\S+)', log.read_text())
+            text = log_name.read_text() if log_name and log_name.exists() else log.read_text()
+            found = re.search(r'msg="agent listening" address=(\S+)|"msg":"agent listening","address":"([^"]+)"',
+                              text)
             assert proc.poll() is None, log.read_text()
-            return found.group(1) if found else None
+            return (found.group(1) or found.group(2)) if found else None
 
         address = wait_for(listening, timeout=20, what="the agent to listen")
         yield proc, address, log
@@ -347,7 +350,7 @@ def test_agent_command_listens_on_ipv6_loopback(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("flags", "code", "message"), [
-    ([], 2, "probewatch agent: --key-file is required"),
+    ([], 2, "probewatch agent: --key.file is required"),
     (["--key-file=/nonexistent/agent.key"], 2,
      "probewatch agent: cannot read key file '/nonexistent/agent.key': No such file or directory"),
     (["--key-file={short}"], 2, "holds 5 bytes; a key needs at least 16"),
@@ -377,3 +380,89 @@ def test_list_operations_command() -> None:
     for name in BUILTINS:
         assert re.search(rf"^{name}\b", done.stdout, re.MULTILINE), name
     assert "Fields disk_free_bytes:PATH, one per path" in done.stdout
+
+
+# --- rate-limited refusal logs ----------------------------------------------------
+
+
+def test_repeated_refusals_become_one_summary_line_per_interval(
+        caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> None:
+        async with agent_and_client(log_interval=1.0) as (_, client):
+            for _ in range(40):
+                forged, _nonce = signing.sign_request(b"another key, not the agent's one", "{}")
+                assert refusal_reason(await client.ask(forged)) == "bad_signature"
+            for _ in range(5):
+                old, _nonce = request(["uptime"], now=time.time() - 120)
+                assert refusal_reason(await client.ask(old)) == "stale"
+            # The timer writes the summaries once the interval is over, with no further datagram.
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and len(summaries(caplog)) < 2:
+                await asyncio.sleep(0.05)
+            forged, _nonce = signing.sign_request(b"another key, not the agent's one", "{}")
+            assert refusal_reason(await client.ask(forged)) == "bad_signature"
+
+    with caplog.at_level(logging.WARNING, logger="probewatch.agent"):
+        run(scenario())
+    assert refusals(caplog) == ["bad_signature", "stale", "bad_signature"]
+    lines = summaries(caplog)
+    assert len(lines) == 2, lines
+    assert re.fullmatch(r"refused 39 more datagrams \(bad signature\) in the last (1s|\d+ms)", lines[0])
+    assert re.fullmatch(r"refused 4 more datagrams \(stale\) in the last (1s|\d+ms)", lines[1])
+    counted = [(r.reason, r.count) for r in caplog.records if "more datagram" in r.getMessage()]  # type: ignore[attr-defined]
+    assert counted == [("bad_signature", 39), ("stale", 4)]
+
+
+def _answers(datagram: bytes, nonce: str) -> bool:
+    try:
+        body = signing.open_reply(KEY, nonce, datagram)
+    except signing.BadEnvelope:
+        return False
+    return isinstance(body, str) and json.loads(body)["status"] is True
+
+
+def summaries(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith("refused ") and
+            "more datagram" in r.getMessage()]
+
+
+def test_a_flood_of_garbage_writes_a_few_lines_with_serve_style_flags(tmp_path: Path) -> None:
+    key = _key_file(tmp_path)
+    log_file = tmp_path / "agent.json.log"
+    flags = ("--web.listen-address=127.0.0.1:0", f"--key.file={key}", f"--log.file={log_file}",
+             "--log.format=json")
+    with agent_process(tmp_path, *flags, log_name=log_file) as (proc, address, _):
+        host, _, port = address.rpartition(":")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.setblocking(True)
+            for i in range(10_000):
+                s.sendto(b"\x1b[2J garbage \x07" + str(i).encode(), (host, int(port)))
+                if i % 100 == 99:
+                    time.sleep(0.01)  # paced, so the loopback buffer drops fewer
+            s.settimeout(2)
+            nonces: list[str] = []
+            for _attempt in range(10):  # the flood may still fill the socket's buffer: ask again
+                datagram, nonce = request(["uptime"])
+                nonces.append(nonce)
+                s.sendto(datagram, (host, int(port)))
+                try:
+                    answer = s.recv(65535)
+                except TimeoutError:
+                    continue
+                # A late answer to an earlier attempt counts as well.
+                assert any(_answers(answer, n) for n in nonces), answer
+                break
+            else:
+                raise AssertionError("the agent stopped answering after the flood")
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(10) == 0
+    text = log_file.read_text()
+    events = [json.loads(line) for line in text.splitlines()]
+    assert len(text) < 4000 and len(events) <= 6, text[:4000]
+    assert [e["msg"] for e in events if e["msg"] == "refused request"] == ["refused request"]
+    summary = [e for e in events if "more datagrams (not mdp)" in e["msg"]]
+    assert len(summary) == 1 and summary[0]["reason"] == "not_mdp", events
+    # Loopback drops what a busy agent cannot read in time; what it read is counted, not logged.
+    assert 1_000 <= summary[0]["count"] <= 9_999, summary
+    assert events[-1]["msg"] == "agent stopped"
+    assert "\x1b" not in text and "\x07" not in text

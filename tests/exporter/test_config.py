@@ -34,7 +34,7 @@ def test_missing_file_is_one_clear_problem(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(str(path))
     assert [str(p) for p in info.value.problems] == [
-        f"{path}:0: cannot be read: No such file or directory"]
+        f"{path}: cannot be read: No such file or directory"]  # no line 0
 
 
 def test_check_command_lists_every_problem_and_exits_2(tmp_path: Path) -> None:

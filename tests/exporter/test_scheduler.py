@@ -142,3 +142,22 @@ def test_first_runs_are_spread_over_the_period() -> None:
         share = sum(1 for o in offsets if k <= o < k + 1) / len(offsets)
         assert 0.08 < share < 0.12, (k, share)
     assert phase("same", 10.0) == phase("same", 10.0)
+
+
+def test_a_probe_raising_on_every_run_logs_once_then_a_count(scheduler, caplog) -> None:
+    from exporter import scheduler as scheduler_module
+
+    with caplog.at_level("ERROR", logger="probewatch.scheduler"):
+        scheduler.apply(specs("""
+probes:
+  - {name: noisy, kind: testkind, target: x, period: 100ms, timeout: 50ms, testkind: {fail_with: kaput}}
+"""))
+        wait(lambda: (s := scheduler.state("noisy")) is not None and s.runs_total >= 6)
+        runs = scheduler.state("noisy").runs_total
+        scheduler_module._raised.close()  # as stop() does: the pending count, without waiting 10s
+    raised = [r for r in caplog.records if r.getMessage() == "probe raised"]
+    assert len(raised) == 1 and raised[0].error == "RuntimeError: kaput"
+    summary = [r.getMessage() for r in caplog.records if r.getMessage().startswith("probe noisy raised ")]
+    assert len(summary) == 1, summary
+    counted = int(summary[0].split(" raised ")[1].split(" more")[0])
+    assert summary[0].startswith("probe noisy raised ") and runs - 1 <= counted <= runs + 2
