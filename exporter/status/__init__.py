@@ -14,8 +14,8 @@ import logging
 import threading
 
 from ..config import ProbeSpec
-from ..http import Router
 from ..service import Exporter
+from ..web import Router
 from .api import StatusApi
 from .page import StatusPage
 from .registry import RegisteredProbes, Settings, state_file_path

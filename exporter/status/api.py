@@ -17,9 +17,9 @@ from collections.abc import Callable
 from typing import Any
 
 from ..config import Config
-from ..http import Request, Response, Router
 from ..service import Exporter
 from ..state import ProbeState
+from ..web import Request, Response, Router
 from .collate import Selection, collate, iso, summary
 from .registry import RegisteredProbes, StoreError, command_refused, resolve
 

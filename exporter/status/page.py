@@ -13,9 +13,9 @@ import time
 from html import escape
 from itertools import groupby
 
-from ..http import Request, Response
 from ..service import Exporter
 from ..state import ProbeState
+from ..web import Request, Response
 from .collate import Selection, collate, group_of, iso, level_of
 
 DEFAULT_REFRESH = 10
