@@ -242,6 +242,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         exporter.watch(args.watch_interval)
     log.info("probewatch started", extra={"address": f"{server.scheme}://{host or '0.0.0.0'}:{server.port}",
                                           "probes": len(exporter.scheduler.states()),
+                                          "max_connections": max_connections, "open_files": open_files,
                                           "shard": str(shard), "version": __version__})
     while not done.wait(1.0):
         pass
