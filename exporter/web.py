@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import json
 import logging
 import re
@@ -399,14 +400,19 @@ class WebServer:
             self._server.sweep()
 
     async def _shutdown(self) -> None:
+        """Stop accepting, give requests in flight a moment, then drop every connection."""
         self._sweeper.cancel()
         if self._listener is not None:
             self._listener.close()
         if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.shutdown(1.0), 2.0)
             for transport in list(self._server.open.values()):
                 transport.abort()
-        if self._listener is not None:
-            await self._listener.wait_closed()
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
 
     async def _handle(self, raw: web.BaseRequest) -> web.StreamResponse:
         conn = raw.protocol

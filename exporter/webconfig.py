@@ -143,7 +143,7 @@ def parse_web_config(text: str, path: str) -> WebConfig:
     if users is not None:
         config.users = _users(users, problems)
     if problems.items:
-        raise ConfigError(problems.items)
+        raise ConfigError(sorted(problems.items, key=lambda p: p.line))
     return config
 
 
@@ -219,23 +219,23 @@ def _tls(doc: dict[str, Any], base: str, problems: _Problems) -> ssl.SSLContext 
         problems.add(_line(doc, "client_ca_file"), p + "client_ca_file",
                      "is set but client_auth_type is NoClientCert; set client_auth_type: "
                      "RequireAndVerifyClientCert to check client certificates")
-    if problems.items or not cert or not key:
+    if not cert or not key:
         return None
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = versions["min_version"]
+    context.minimum_version = min(versions.values())
     context.maximum_version = versions["max_version"]
     cert_path, key_path = os.path.join(base, cert), os.path.join(base, key)
-    for name, file in (("cert_file", cert_path), ("key_file", key_path)):
-        if not os.path.isfile(file):
-            problems.add(_line(doc, name), p + name, f"{file}: no such file")
-    if problems.items:
-        return None
-    try:
-        context.load_cert_chain(cert_path, key_path)
-    except (ssl.SSLError, OSError) as exc:
-        problems.add(_line(doc, "cert_file"), p + "cert_file",
-                     f"cannot load the certificate and key ({cert_path}, {key_path}): {_ssl_reason(exc)}")
-    context.verify_mode = CLIENT_AUTH[auth]
+    missing = [name for name, file in (("cert_file", cert_path), ("key_file", key_path))
+               if not os.path.isfile(file)]
+    for name in missing:
+        problems.add(_line(doc, name), p + name, f"{os.path.join(base, doc[name])}: no such file")
+    if not missing:
+        try:
+            context.load_cert_chain(cert_path, key_path)
+        except (ssl.SSLError, OSError) as exc:
+            problems.add(_line(doc, "cert_file"), p + "cert_file",
+                         f"cannot load the certificate and key ({cert_path}, {key_path}): {_ssl_reason(exc)}")
+    context.verify_mode = CLIENT_AUTH.get(auth, ssl.CERT_REQUIRED)
     if ca:
         ca_path = os.path.join(base, ca)
         try:
