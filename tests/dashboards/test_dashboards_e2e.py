@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import ssl
 import threading
 import time
@@ -161,7 +162,7 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory, listener: int,
     config = probe_config(listener, *https_server)
     config_path = tmp / "probewatch.yml"
     config_path.write_text(yaml.safe_dump(config))
-    with serve(config_path) as exporter:
+    with serve(config_path, "--log.level=debug") as exporter:  # debug: the request lines
         exporter_address = exporter.url.removeprefix("http://")
         prom_config = tmp / "prometheus.yml"
         prom_config.write_text(yaml.safe_dump({
@@ -191,6 +192,10 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory, listener: int,
                 40, interval=0.5, what="six scrapes of every probe")
             wait_for(lambda: prom.query("probewatch:probe_failures:window >= 2", instant=True),
                      20, interval=0.5, what="the rules' failure count")
+            # Prometheus always sends Accept-Encoding: gzip; every scrape was answered compressed.
+            scrapes = re.findall(r'path=/metrics status=200 .*encoding=(\S+) .*user_agent="?Prometheus',
+                                 exporter.output())
+            assert scrapes and set(scrapes) == {"gzip"}, scrapes
             yield prom, config
 
 
