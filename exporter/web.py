@@ -433,8 +433,10 @@ class WebServer:
             body = await asyncio.wait_for(_read_body(raw), BODY_TIMEOUT)
         except BodyTooLarge:
             response, close = Response.text("request body too large\n", 413), True
-        except (TimeoutError, ConnectionError, HttpProcessingError) as exc:
-            response, close = Response.text(f"request body not received: {exc or 'timed out'}\n", 400), True
+        except TimeoutError:
+            response, close = Response.text(f"request body not received within {BODY_TIMEOUT:g}s\n", 408), True
+        except (ConnectionError, HttpProcessingError) as exc:
+            response, close = Response.text(f"request body not received: {exc}\n", 400), True
         else:
             split = urlsplit(raw.raw_path)
             request = Request(raw.method, split.path, parse_qs(split.query), raw.headers, body,

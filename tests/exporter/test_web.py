@@ -246,6 +246,28 @@ def test_half_sent_headers_are_cut_off(tmp_path: Path) -> None:
         assert closed and 8 < waited < 20, (closed, waited)
 
 
+def test_over_the_cap_with_every_connection_busy_the_next_gets_503_at_once(tmp_path: Path) -> None:
+    cap = 16  # the smallest cap probewatch takes
+    with serve(config_file(tmp_path), f"--web.max-connections={cap}") as pw:
+        busy = []
+        try:
+            for _ in range(cap):  # each waits for a body that comes late: its handler is busy
+                sock = socket.create_connection(("127.0.0.1", port_of(pw)), timeout=30)
+                sock.sendall(b"PUT /api/v1/probes/x HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc")
+                busy.append(sock)
+            time.sleep(0.5)
+            started = time.monotonic()
+            refused = exchange(pw, b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n")
+            assert refused.startswith(b"HTTP/1.1 503 ") and b"too many connections" in refused, refused
+            assert time.monotonic() - started < 2
+            late = busy[0].recv(1000)  # the body timeout answers the first one
+            assert late.startswith(b"HTTP/1.1 408 "), late
+        finally:
+            for sock in busy:
+                sock.close()
+        wait_for(lambda: pw.get("/-/healthy")[0] == 200, 15, what="the server to serve again")
+
+
 @pytest.mark.parametrize("flag", ["--web.max-connections=0", "--web.max-connections=x"])
 def test_max_connections_must_be_a_positive_number(tmp_path: Path, flag: str) -> None:
     import subprocess
