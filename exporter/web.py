@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import errno
 import json
 import logging
 import re
@@ -45,6 +46,7 @@ log = logging.getLogger("probewatch.web")
 
 MAX_BODY = 1 << 20
 BACKLOG = 1024
+ACCEPT_BATCH = 16
 # A connection with no request in progress is closed after IDLE_TIMEOUT; once a
 # request's first byte arrived its headers must be complete within
 # HEADER_TIMEOUT, and its body within BODY_TIMEOUT; a response the client does
@@ -254,22 +256,39 @@ class _ProtocolLog(logging.LoggerAdapter[logging.Logger]):
 
 
 class _Server(web.Server):
-    """aiohttp's low-level server, counting connections and closing idle ones."""
+    """aiohttp's low-level server, counting connections and closing idle ones.
+
+    It is the listening socket's protocol factory: plain connections go
+    straight to aiohttp; with TLS each goes through ``_TlsGate``, so that a
+    connection is counted (and can be refused or evicted) from accept on, not
+    only once its handshake is done."""
 
     def __init__(self, handler: Any, config: WebConfig, max_connections: int, **kw: Any) -> None:
         super().__init__(handler, **kw)
         self.config = config
         self.max_connections = max_connections
         self.open: dict[_Connection, asyncio.Transport] = {}
+        self.handshaking: dict[asyncio.Transport, float] = {}
         self.refused = 0
 
     def __call__(self) -> Any:
-        if len(self.open) >= self.max_connections and not self._evict_idle():
-            self.refused += 1
+        if self.config.tls is not None:
+            return _TlsGate(self)
+        if not self.admit():
             return _Refuse()
+        return self.connection()
+
+    def connection(self) -> _Connection:
         conn = _Connection(self, loop=self._loop, **self._kwargs)
         conn.server = self
         return conn
+
+    def admit(self) -> bool:
+        """Room for one more connection, closing the one idle longest if needed."""
+        if len(self.open) + len(self.handshaking) < self.max_connections or self._evict():
+            return True
+        self.refused += 1
+        return False
 
     def connection_made(self, handler: Any, transport: asyncio.Transport) -> None:
         super().connection_made(handler, transport)
@@ -279,14 +298,21 @@ class _Server(web.Server):
         super().connection_lost(handler, exc)
         self.open.pop(handler, None)
 
-    def _evict_idle(self) -> bool:
-        """At the cap, close the connection idle longest so a new scrape still gets in."""
-        idle = [c for c in self.open if not c.busy]
-        if not idle:
-            return False
-        oldest = min(idle, key=lambda c: c.first_byte_at or c.idle_since)
-        self.open.pop(oldest).close()
-        return True
+    def _evict(self) -> bool:
+        """At the cap, drop the connection doing nothing longest (no request, or a
+        TLS handshake not done) so that a new scrape still gets in."""
+        idle = [(c.first_byte_at or c.idle_since, c) for c in self.open if not c.busy]
+        shaking = list(self.handshaking.items())
+        oldest_idle = min(idle, key=lambda x: x[0], default=None)
+        oldest_shake = min(shaking, key=lambda x: x[1], default=None)
+        if oldest_shake is not None and (oldest_idle is None or oldest_shake[1] <= oldest_idle[0]):
+            del self.handshaking[oldest_shake[0]]
+            oldest_shake[0].abort()
+            return True
+        if oldest_idle is not None:
+            self.open.pop(oldest_idle[1]).close()
+            return True
+        return False
 
     def sweep(self) -> None:
         now = time.monotonic()
@@ -313,6 +339,73 @@ class _Refuse(asyncio.Protocol):
                         + f"Server: {SERVER_HEADER}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
                         + body)
         transport.close()
+
+
+class _TlsGate(asyncio.Protocol):
+    """A TLS connection from accept to the end of its handshake, then handed to aiohttp."""
+
+    def __init__(self, server: _Server) -> None:
+        self.server = server
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        if not self.server.admit():
+            transport.abort()  # TLS: no plain-text 503 to send; a reset is the fast refusal
+            return
+        transport.pause_reading()  # the ClientHello waits for start_tls
+        self.server.handshaking[transport] = time.monotonic()
+        asyncio.get_running_loop().create_task(self._handshake(transport))
+
+    async def _handshake(self, transport: asyncio.Transport) -> None:
+        server = self.server
+        pending = _Pending()
+        assert server.config.tls is not None
+        try:
+            tls = await asyncio.get_running_loop().start_tls(
+                transport, pending, server.config.tls, server_side=True, ssl_handshake_timeout=HEADER_TIMEOUT)
+        except asyncio.CancelledError:
+            transport.abort()
+            raise
+        except Exception as exc:  # a failed handshake is the client's problem: one debug line
+            log.debug("TLS handshake failed", extra={"client": _peer(transport), "error": str(exc) or repr(exc)})
+            transport.abort()
+            return
+        finally:
+            server.handshaking.pop(transport, None)
+        if tls is None or pending.lost or transport.is_closing():
+            transport.abort()
+            return
+        # The request may have come with the end of the handshake: replay it to aiohttp.
+        conn = server.connection()
+        tls.set_protocol(conn)
+        conn.connection_made(tls)
+        if pending.data:
+            conn.data_received(b"".join(pending.data))
+
+    def data_received(self, data: bytes) -> None:
+        pass  # reading is paused until start_tls takes the transport over
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        pass  # the handshake task sees it
+
+
+class _Pending(asyncio.Protocol):
+    """Holds what arrives between the end of a TLS handshake and aiohttp taking over."""
+
+    def __init__(self) -> None:
+        self.data: list[bytes] = []
+        self.lost = False
+
+    def data_received(self, data: bytes) -> None:
+        self.data.append(data)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.lost = True
+
+
+def _peer(transport: asyncio.BaseTransport) -> str:
+    peer = transport.get_extra_info("peername")
+    return str(peer[0]) if isinstance(peer, tuple) and peer else ""
 
 
 class BodyTooLarge(Exception):
@@ -387,10 +480,12 @@ class WebServer:
                                keepalive_timeout=IDLE_TIMEOUT,
                                logger=_ProtocolLog(logging.getLogger("probewatch.web"), {}),
                                access_log=None)
-        context: ssl.SSLContext | None = self.config.tls
-        self._listener = await self._loop.create_server(
-            self._server, sock=self._sock, backlog=BACKLOG, ssl=context,
-            ssl_handshake_timeout=HEADER_TIMEOUT if context else None)
+        # TLS, when configured, is started per connection by _TlsGate, not here.
+        # asyncio accepts up to `backlog` sockets per wake-up before any protocol
+        # can refuse one: keep that batch small so a flood cannot take the open
+        # files past the cap, then give the kernel's queue its full length.
+        self._listener = await self._loop.create_server(self._server, sock=self._sock, backlog=ACCEPT_BATCH)
+        self._sock.listen(BACKLOG)
         self._sweeper = self._loop.create_task(self._sweep())
 
     async def _sweep(self) -> None:
@@ -504,6 +599,9 @@ async def _read_body(raw: web.BaseRequest) -> bytes:
 
 def _loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
     exc = context.get("exception")
+    if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+        log.warning("cannot accept connections", extra={"error": exc.strerror or str(exc)})
+        return
     if isinstance(exc, OSError | ssl.SSLError):  # a peer going away or failing its handshake
         log.debug("connection error", extra={"error": str(exc)})
         return

@@ -3,10 +3,14 @@ checked by `probewatch check` and applied by `probewatch serve`, scraped by a re
 
 from __future__ import annotations
 
+import os
 import re
+import resource
+import socket
 import ssl
 import subprocess
 import textwrap
+import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -15,10 +19,11 @@ import bcrypt
 import pytest
 import requests
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.deploy.alerting_stack import get_json, serving
 from tests.exporter.exporter_process import Running, serve
-from tests.support import ROOT, probewatch_argv, require_binary, self_signed_certificate, wait_for
+from tests.support import ROOT, missing, probewatch_argv, require_binary, self_signed_certificate, wait_for
 
 CONFIG = """
 defaults: {period: 500ms, timeout: 400ms}
@@ -238,3 +243,57 @@ def test_prometheus_scrapes_over_tls_with_a_client_certificate_and_basic_auth(
                              pw.output())
         assert scrapes and set(scrapes) == {"gzip"}, pw.output()[-2000:]
         assert "Traceback" not in pw.output()
+
+
+def _low_open_files_limit() -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
+
+
+def test_1100_connections_stuck_before_the_tls_handshake_lock_nobody_out(
+        tmp_path: Path, tls_files: dict[str, Path]) -> None:
+    stuck = 1100
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < stuck + 200:
+        missing(f"{stuck + 200} open files for this test process (hard limit {hard})")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4096)), hard))
+    config = write(tmp_path / "probewatch.yml", CONFIG)
+    web = write(tmp_path / "web.yml", f"""
+        tls_server_config:
+          cert_file: {tls_files['server_cert'].name}
+          key_file: {tls_files['server_key'].name}
+        """)
+    ca = str(tls_files["server_cert"])
+
+    def ready(pw: Running) -> bool:
+        try:
+            return requests.get(pw.url + "/-/ready", verify=ca, timeout=5).status_code == 200
+        except OSError:
+            return False
+
+    sockets: list[socket.socket] = []
+    try:
+        with serve(config, f"--web.config.file={web}", scheme="https", ready=ready,
+                   preexec_fn=_low_open_files_limit) as pw:
+            port = int(pw.url.rsplit(":", 1)[1])
+            deadline = time.monotonic() + 60
+            for _ in range(stuck):  # connected, never a ClientHello
+                assert time.monotonic() < deadline, "connecting took too long"
+                sockets.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+            started = time.monotonic()
+            metrics = requests.get(pw.url + "/metrics", verify=ca, timeout=10)
+            assert metrics.status_code == 200 and "probewatch_probe_up" in metrics.text
+            assert time.monotonic() - started < 5
+            fds = len(os.listdir(f"/proc/{pw.proc.pid}/fd"))
+            assert fds < 1024 - 100, f"{fds} open files: the connection cap did not hold"
+            runs = pw_value(metrics.text, "probewatch_probe_runs_total")
+            wait_for(lambda: pw_value(requests.get(pw.url + "/metrics", verify=ca, timeout=10).text,
+                                      "probewatch_probe_runs_total") > runs + 3,
+                     15, what="command probes to keep running")
+            assert "Too many open files" not in pw.output() and "Traceback" not in pw.output()
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def pw_value(text: str, name: str) -> float:
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == name)
