@@ -459,6 +459,7 @@ class WebServer:
             self._thread.join(15)
         else:
             self._sock.close()
+            self._loop.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     # -- the loop's side -------------------------------------------------------------
@@ -524,6 +525,7 @@ class WebServer:
 
     async def _respond(self, raw: web.BaseRequest, started: float) -> web.StreamResponse:
         close = False
+        split = urlsplit(raw.raw_path)
         try:
             body = await asyncio.wait_for(_read_body(raw), BODY_TIMEOUT)
         except BodyTooLarge:
@@ -533,7 +535,6 @@ class WebServer:
         except (ConnectionError, HttpProcessingError) as exc:
             response, close = Response.text(f"request body not received: {exc}\n", 400), True
         else:
-            split = urlsplit(raw.raw_path)
             request = Request(raw.method, split.path, parse_qs(split.query), raw.headers, body,
                               client=raw.remote or "")
             response = await self._loop.run_in_executor(self._pool, self._call, request)
@@ -563,7 +564,7 @@ class WebServer:
             if raw.transport is not None:
                 raw.transport.abort()
         log.debug("request", extra={
-            "method": raw.method, "path": raw.path, "status": response.status,
+            "method": raw.method, "path": split.path, "status": response.status,
             "client": raw.remote or "", "encoding": encoding or "identity",
             "duration_seconds": round(time.monotonic() - started, 6),
             "user_agent": raw.headers.get("User-Agent", "")})
