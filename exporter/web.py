@@ -105,9 +105,18 @@ Handler = Callable[[Request], Response]
 class Router:
     def __init__(self) -> None:
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
+        self._bearer: set[tuple[str, str]] = set()
 
-    def add(self, method: str, pattern: str, handler: Handler) -> None:
+    def add(self, method: str, pattern: str, handler: Handler, *, bearer_auth: bool = False) -> None:
+        """Route METHOD PATTERN to handler.  ``bearer_auth``: the handler checks an
+        ``Authorization: Bearer`` token itself, so a request carrying one skips the
+        web config's basic auth (both cannot travel in the one header)."""
         self._routes.append((method, re.compile(f"^{pattern}$"), handler))
+        if bearer_auth:
+            self._bearer.add((method, pattern))
+
+    def checks_bearer(self, method: str, path: str) -> bool:
+        return any(m == method and re.match(f"^{p}$", path) for m, p in self._bearer)
 
     def allowed(self, path: str) -> list[str]:
         methods = {m for m, rx, _ in self._routes if rx.match(path)}
@@ -572,7 +581,9 @@ class WebServer:
 
     def _call(self, request: Request) -> Response:
         """Authenticate, then dispatch; runs in the handler pool."""
-        refused = self.config.authenticate(request.headers.get("Authorization"))
+        authorization = request.headers.get("Authorization") or ""
+        own = authorization[:7].lower() == "bearer " and self.router.checks_bearer(request.method, request.path)
+        refused = None if own else self.config.authenticate(authorization)
         if refused is not None:
             return Response.text(refused + "\n", 401,
                                  headers={"WWW-Authenticate": 'Basic realm="probewatch"'})

@@ -280,3 +280,35 @@ def test_max_connections_must_be_a_positive_number(tmp_path: Path, flag: str) ->
                           capture_output=True, text=True, cwd=ROOT, timeout=30)
     assert proc.returncode == 2 and "--web.max-connections" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_routes_that_check_a_bearer_token_themselves_pass_basic_auth_by(tmp_path: Path) -> None:
+    """The status API's writes carry a bearer token in Authorization, where basic auth would go."""
+    import bcrypt
+
+    from exporter.web import Request, Response, Router, WebServer
+    from exporter.webconfig import parse_web_config
+
+    def write(request: Request) -> Response:
+        if request.headers.get("Authorization") != "Bearer t0ken":
+            return Response.text("bad token\n", 401)
+        return Response.text("written\n")
+
+    router = Router()
+    router.add("PUT", "/things/(?P<name>[^/]+)", write, bearer_auth=True)
+    router.add("POST", "/-/reload", lambda r: Response.text("reloaded\n"))
+    hashed = bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode()
+    config = parse_web_config(f"basic_auth_users: {{admin: '{hashed}'}}\n", str(tmp_path / "web.yml"))
+    server = WebServer(router, "127.0.0.1", 0, config)
+    server.start()
+    try:
+        url = f"http://127.0.0.1:{server.port}"
+        bearer = {"Authorization": "Bearer t0ken"}
+        assert requests.put(url + "/things/a", headers=bearer, timeout=10).text == "written\n"
+        wrong = requests.put(url + "/things/a", headers={"Authorization": "Bearer nope"}, timeout=10)
+        assert (wrong.status_code, wrong.text) == (401, "bad token\n")
+        assert requests.put(url + "/things/a", timeout=10).status_code == 401  # basic auth still asked
+        assert requests.post(url + "/-/reload", headers=bearer, timeout=10).status_code == 401
+        assert requests.post(url + "/-/reload", auth=("admin", "pw"), timeout=10).text == "reloaded\n"
+    finally:
+        server.stop()
