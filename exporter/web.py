@@ -59,6 +59,7 @@ DEFAULT_MAX_CONNECTIONS = 512
 HANDLER_THREADS = 8
 # Bodies shorter than this go out uncompressed: gzip would not pay for itself.
 GZIP_MIN_BYTES = 1024
+CHUNK_BYTES = 1 << 20
 SERVER_HEADER = f"probewatch/{__version__}"
 
 
@@ -176,10 +177,30 @@ def accepts_gzip(accept_encoding: str) -> bool:
     return bool(star)
 
 
+def coalesced(pieces: list[bytes], size: int = CHUNK_BYTES) -> list[bytes]:
+    """The pieces joined into chunks of about ``size`` bytes.
+
+    A large /metrics page comes as thousands of small pieces; each write, and
+    each zlib call (which drops and retakes the GIL the probes' loop also
+    wants), costs per call, so both get few large chunks instead."""
+    out: list[bytes] = []
+    batch: list[bytes] = []
+    length = 0
+    for piece in pieces:
+        batch.append(piece)
+        length += len(piece)
+        if length >= size:
+            out.append(b"".join(batch))
+            batch, length = [], 0
+    if batch:
+        out.append(b"".join(batch))
+    return out
+
+
 def gzipped(pieces: list[bytes]) -> bytes:
-    """The pieces as one gzip member, at zlib level 1 (fast; /metrics text shrinks ~20x)."""
+    """The pieces as one gzip member, at zlib level 1 (fast; /metrics text shrinks ~18x)."""
     compressor = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-    out = [compressor.compress(p) for p in pieces]
+    out = [compressor.compress(chunk) for chunk in coalesced(pieces, 4 * CHUNK_BYTES)]
     out.append(compressor.flush())
     return b"".join(out)
 
@@ -191,7 +212,7 @@ def encode(response: Response, accept_encoding: str) -> tuple[list[bytes], str]:
             and "Content-Encoding" not in response.headers
             and sum(len(p) for p in pieces) >= GZIP_MIN_BYTES and accepts_gzip(accept_encoding)):
         return [gzipped(pieces)], "gzip"
-    return pieces, ""
+    return coalesced(pieces), ""
 
 
 # -- file descriptors ----------------------------------------------------------------
