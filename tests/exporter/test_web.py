@@ -222,7 +222,7 @@ def test_1100_idle_connections_starve_neither_metrics_nor_command_probes(tmp_pat
                 sockets.append(sock)
             started = time.monotonic()
             status, body, _ = pw.get("/metrics")
-            assert status == 200 and "probewatch_probe_up" in body
+            assert status == 200 and "probewatch_build_info" in body
             assert time.monotonic() - started < 5
             fds = len(os.listdir(f"/proc/{pw.proc.pid}/fd"))
             assert fds < 1024 - 100, f"{fds} open files: the connection cap did not hold"

@@ -200,7 +200,7 @@ def test_prometheus_scrapes_over_tls_with_a_client_certificate_and_basic_auth(
     with serve(config, f"--web.config.file={web}", "--log.level=debug", scheme="https",
                ready=ready) as pw:
         metrics = requests.get(pw.url + "/metrics", auth=auth, verify=ca, cert=client, timeout=10)
-        assert metrics.status_code == 200 and "probewatch_probe_up" in metrics.text
+        assert metrics.status_code == 200 and "probewatch_build_info" in metrics.text
         assert metrics.headers["X-Frame-Options"] == "deny"
         wrong = requests.get(pw.url + "/metrics", auth=("prometheus", "nope"), verify=ca, cert=client,
                              timeout=10)
@@ -281,7 +281,7 @@ def test_1100_connections_stuck_before_the_tls_handshake_lock_nobody_out(
                 sockets.append(socket.create_connection(("127.0.0.1", port), timeout=10))
             started = time.monotonic()
             metrics = requests.get(pw.url + "/metrics", verify=ca, timeout=10)
-            assert metrics.status_code == 200 and "probewatch_probe_up" in metrics.text
+            assert metrics.status_code == 200 and "probewatch_build_info" in metrics.text
             assert time.monotonic() - started < 5
             fds = len(os.listdir(f"/proc/{pw.proc.pid}/fd"))
             assert fds < 1024 - 100, f"{fds} open files: the connection cap did not hold"
