@@ -23,12 +23,20 @@ from . import config as config_module
 from .config import ConfigError, load_config
 from .durations import parse_duration
 from .exposition import samples_of
-from .http import HttpServer, Router, parse_listen_address
 from .options import describe_options, did_you_mean
 from .scheduler import run_probe
 from .service import Exporter
 from .sharding import Shard, ordinal_from_hostname, parse_shard
 from .state import ProbeState
+from .web import (
+    DEFAULT_MAX_CONNECTIONS,
+    Router,
+    WebServer,
+    connection_cap,
+    parse_listen_address,
+    raise_open_files_limit,
+)
+from .webconfig import WebConfig, load_web_config
 
 DEFAULT_PORT = 9637
 DEFAULT_CONFIG = "probewatch.yml"
@@ -73,6 +81,12 @@ def loopback_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def _positive_int(text: str) -> int:
+    if not text.isascii() or not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="probewatch", description=__doc__)
     parser.add_argument("--version", action="version", version=f"probewatch {__version__}")
@@ -84,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     def log_flags(p: argparse.ArgumentParser) -> None:
         logs.add_flags(p)
+
+    def web_config_flag(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--web.config.file", dest="web_config_file", default="", metavar="FILE",
+                       help="TLS, basic auth and headers for every endpoint (exporter-toolkit's format)")
 
     serve = sub.add_parser("serve", help="run the probes and serve /metrics")
     config_flag(serve)
@@ -98,10 +116,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--shard-from-hostname", action="store_true",
                        help="take i from the trailing ordinal of the host name (StatefulSet pods); "
                             "N from --shard=/N or PROBEWATCH_SHARDS")
+    web_config_flag(serve)
+    serve.add_argument("--web.enable-lifecycle", dest="enable_lifecycle", action="store_true",
+                       help="let POST/PUT /-/reload reload the config (off: 403; SIGHUP always works)")
+    serve.add_argument("--web.max-connections", dest="max_connections", type=_positive_int,
+                       default=DEFAULT_MAX_CONNECTIONS, metavar="N",
+                       help=f"open HTTP connections at most (default {DEFAULT_MAX_CONNECTIONS}, "
+                            "and never more than half the open files limit)")
     log_flags(serve)
 
     check = sub.add_parser("check", help="check a config file; exit 0 when valid, 2 when not")
     config_flag(check)
+    web_config_flag(check)
 
     probe = sub.add_parser("probe", help="run one probe once, now, and print what it saw")
     probe.add_argument("name", help="the probe's name in the config")
@@ -193,6 +219,14 @@ def _report(exc: ConfigError) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    if args.web_config_file:
+        try:
+            load_web_config(args.web_config_file)
+        except ConfigError as exc:
+            return _report(exc)
+        print(f"{args.web_config_file}: OK")
+        if args.config_file == DEFAULT_CONFIG and not os.path.exists(DEFAULT_CONFIG):
+            return 0  # only the web config was asked about
     try:
         config = load_config(args.config_file)
     except ConfigError as exc:
@@ -246,9 +280,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())
     signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=exporter.reload).start())
+    web_config = WebConfig()
+    if args.web_config_file:
+        try:
+            web_config = load_web_config(args.web_config_file)
+        except ConfigError as exc:
+            return _report(exc)
+    exporter.lifecycle = args.enable_lifecycle
+    open_files = raise_open_files_limit()
+    max_connections = connection_cap(args.max_connections, open_files)
+    if max_connections < args.max_connections:
+        log.warning("--web.max-connections lowered to half the open files limit",
+                    extra={"max_connections": max_connections, "open_files": open_files})
     host, port = args.listen
     try:
-        server = HttpServer(router, host, port)
+        server = WebServer(router, host, port, web_config, max_connections)
     except OSError as exc:
         print(f"probewatch: --web.listen-address {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
         return 2
@@ -261,8 +307,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     server.start()
     if args.watch_interval > 0:
         exporter.watch(args.watch_interval)
-    log.info("probewatch started", extra={"address": f"{host or '0.0.0.0'}:{server.port}",
+    log.info("probewatch started", extra={"address": f"{server.scheme}://{host or '0.0.0.0'}:{server.port}",
                                           "probes": len(exporter.scheduler.states()),
+                                          "max_connections": max_connections, "open_files": open_files,
                                           "shard": str(shard), "version": __version__})
     while not done.wait(1.0):
         pass

@@ -10,11 +10,11 @@ from collections.abc import Callable
 
 from .config import Config, ConfigError, ProbeSpec, decode_config, load_config, read_config_bytes
 from .exposition import merge_own, render_probes
-from .http import Request, Response, Router
 from .scheduler import Scheduler
 from .sharding import Shard
 from .state import ProbeState
 from .telemetry import Telemetry
+from .web import Request, Response, Router
 
 log = logging.getLogger("probewatch")
 
@@ -43,6 +43,8 @@ class Exporter:
         # Other sources of probes (the status API's registered probes) plug in here.
         self.extra_probes: Callable[[], list[ProbeSpec]] = list
         self.change_listeners: list[Callable[[ProbeState], None]] = []
+        # POST/PUT /-/reload answer 403 unless serve runs with --web.enable-lifecycle.
+        self.lifecycle = False
 
     # -- loading -------------------------------------------------------------
     def start(self) -> None:
@@ -172,6 +174,9 @@ class Exporter:
         return Response.text("probewatch is not ready\n", 503)
 
     def _post_reload(self, request: Request) -> Response:
+        if not self.lifecycle:
+            return Response.text("reloading over HTTP is off: start probewatch with "
+                                 "--web.enable-lifecycle (SIGHUP and the file watch reload too)\n", 403)
         problems = self.reload()
         if problems:
             return Response.text("config not reloaded; the old config keeps running:\n"

@@ -17,7 +17,7 @@ import sys
 
 from exporter import logs
 from exporter.durations import parse_duration
-from exporter.http import parse_listen_address
+from exporter.web import parse_listen_address
 from probes import signing
 
 from .registry import discover, listing

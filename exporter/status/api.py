@@ -20,11 +20,11 @@ from typing import Any
 from probes.redact import mask_value
 
 from ..config import Config, config_dir
-from ..http import Request, Response, Router
 from ..limits import parse_json_body
 from ..service import Exporter
 from ..sharding import Shard
 from ..state import ProbeState
+from ..web import Request, Response, Router
 from .collate import Selection, collate, iso, summary
 from .registry import RegisteredProbes, StoreError, command_refused, resolve
 
@@ -72,8 +72,8 @@ class StatusApi:
         router.add("OPTIONS", "/status", self.get_status)
         router.add("GET", "/api/v1/probes", self.list_probes)
         router.add("GET", NAME, self.get_probe)
-        router.add("PUT", NAME, self.put_probe)
-        router.add("DELETE", NAME, self.delete_probe)
+        router.add("PUT", NAME, self.put_probe, bearer_auth=True)
+        router.add("DELETE", NAME, self.delete_probe, bearer_auth=True)
 
     # -- reading -------------------------------------------------------------
     def get_status(self, request: Request) -> Response:

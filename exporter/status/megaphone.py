@@ -21,8 +21,8 @@ from typing import Any
 from probes.json_status import DEFAULT_LEVELS
 
 from ..config import NAME_RE, Config
-from ..http import Request, Response, Router
 from ..limits import parse_json_body
+from ..web import Request, Response, Router
 from .api import NO_CACHE, StatusApi, error
 from .collate import describe, iso, level_of
 
@@ -51,11 +51,11 @@ class MegaphoneApi:
 
     def add_routes(self, router: Router) -> None:
         # Megaphone's README says "posting" and its session uses PUT: take both.
-        router.add("PUT", "/check/add", self.add)
-        router.add("POST", "/check/add", self.add)
+        router.add("PUT", "/check/add", self.add, bearer_auth=True)
+        router.add("POST", "/check/add", self.add, bearer_auth=True)
         router.add("GET", "/check/list", self.list)
         router.add("GET", SHOW, self.show)
-        router.add("DELETE", REMOVE, self.remove)
+        router.add("DELETE", REMOVE, self.remove, bearer_auth=True)
 
     # -- reading -------------------------------------------------------------
     def list(self, request: Request) -> Response:

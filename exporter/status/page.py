@@ -15,9 +15,9 @@ import time
 from collections.abc import Sequence
 
 from ..config import ExternalUrls
-from ..http import Request, Response
 from ..service import Exporter
 from ..state import ProbeState
+from ..web import Request, Response
 from .collate import Selection
 from .page_filters import DEFAULT_REFRESH, PAGE_SIZE, PageQuery, build_view
 from .page_render import page_html

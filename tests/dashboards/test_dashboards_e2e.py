@@ -237,11 +237,13 @@ def setup(tmp_path_factory: pytest.TempPathFactory, listener: int,
                "replica": with_defaults(ha_probes(replica=True)),
                "staging": staging_config(closed_port())}
     with ExitStack() as stack:
-        addresses = {}
+        addresses, exporters = {}, []
         for name, config in configs.items():
             path = tmp / f"{name}.yml"
             path.write_text(yaml.safe_dump(config))
-            addresses[name] = stack.enter_context(serve(path)).url.removeprefix("http://")
+            exporter = stack.enter_context(serve(path, "--log.level=debug"))  # debug: the request lines
+            exporters.append(exporter)
+            addresses[name] = exporter.url.removeprefix("http://")
         prom_config = tmp / "prometheus.yml"
         prom_config.write_text(yaml.safe_dump({
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
@@ -275,6 +277,11 @@ def setup(tmp_path_factory: pytest.TempPathFactory, listener: int,
             40, interval=0.5, what="six scrapes of every probe")
         wait_for(lambda: prom.query("probewatch:probe_failures:window >= 2", instant=True),
                  20, interval=0.5, what="the rules' failure count")
+        # Prometheus always sends Accept-Encoding: gzip; every scrape was answered compressed.
+        for exporter in exporters:
+            scrapes = re.findall(r'path=/metrics status=200 .*encoding=(\S+) .*user_agent="?Prometheus',
+                                 exporter.output())
+            assert scrapes and set(scrapes) == {"gzip"}, scrapes
         yield Setup(prom, configs, addresses)
 
 

@@ -6,10 +6,11 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -62,16 +63,20 @@ class Running:
 
 
 @contextmanager
-def serve(config: Path, *extra: str) -> Iterator[Running]:
-    """The exporter on a free port; its output goes to a file beside the config."""
+def serve(config: Path, *extra: str, scheme: str = "http",
+          ready: Callable[[Running], bool] = Running.ready, **popen: Any) -> Iterator[Running]:
+    """The exporter on a free port; its output goes to a file beside the config.
+
+    ``popen`` goes to subprocess.Popen (preexec_fn, env); ``scheme`` and ``ready``
+    are for a web config's TLS or basic auth, which the default client lacks."""
     port = free_port()
     argv = probewatch_argv("serve", f"--config.file={config}",
                            f"--web.listen-address=127.0.0.1:{port}", *extra)
     log_path = config.with_name(config.stem + f".{port}.log")
-    with open(log_path, "w") as log, process(argv, cwd=ROOT, stdout=log) as proc:
-        running = Running(proc, f"http://127.0.0.1:{port}", config, log_path)
+    with open(log_path, "w") as log, process(argv, cwd=ROOT, stdout=log, **popen) as proc:
+        running = Running(proc, f"{scheme}://127.0.0.1:{port}", config, log_path)
         deadline = time.monotonic() + 15
-        while running.ready() is not True:
+        while ready(running) is not True:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"exporter did not become ready:\n{log_path.read_text()}")
             time.sleep(0.05)

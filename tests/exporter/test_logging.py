@@ -29,7 +29,7 @@ def test_state_changes_and_requests_go_to_the_log_file(tmp_path: Path) -> None:
     config = tmp_path / "probewatch.yml"
     config.write_text("probes:\n  - {name: toggle, kind: command, period: 300ms, timeout: 200ms,"
                       f" command: {{argv: [test, -e, '{flag}']}}}}\n")
-    with serve(config, f"--log.file={log_file}") as pw:
+    with serve(config, f"--log.file={log_file}", "--log.level=debug") as pw:  # debug: request lines
         wait_for(lambda: probe_up(pw.url, "toggle") is True, 10, what="toggle up")
         flag.unlink()
         wait_for(lambda: probe_up(pw.url, "toggle") is False, 10, what="toggle down")
@@ -57,7 +57,7 @@ def test_an_unopenable_log_file_is_reported_once_and_stderr_used(tmp_path: Path)
     config = tmp_path / "probewatch.yml"
     config.write_text("probes:\n  - {name: failing, kind: command, period: 300ms, timeout: 200ms,"
                       " command: {argv: ['false']}}\n")
-    with serve(config, f"--log.file={log_file}") as pw:
+    with serve(config, f"--log.file={log_file}", "--log.level=debug") as pw:  # debug: request lines
         wait_for(lambda: probe_up(pw.url, "failing") is False, 10, what="failing to run")
         assert requests.get(f"{pw.url}/status", timeout=10).status_code == 503
         running = pw

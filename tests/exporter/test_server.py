@@ -56,7 +56,7 @@ def test_reload_keeps_counters_of_unchanged_probes_and_drops_removed_ones(tmp_pa
     config = tmp_path / "probewatch.yml"
     closed = closed_port()
     config.write_text(CONFIG.format(up=f"127.0.0.1:{closed}", closed=closed))
-    with serve(config, "--config.watch-interval=0") as pw:
+    with serve(config, "--config.watch-interval=0", "--web.enable-lifecycle") as pw:
         wait_for(lambda: (pw.value("probewatch_probe_runs_total", probe="ok-cmd") or 0) >= 5,
                  what="a few runs")
         before = pw.value("probewatch_probe_runs_total", probe="ok-cmd")
@@ -73,7 +73,7 @@ def test_invalid_reload_keeps_the_old_config_running(tmp_path: Path) -> None:
     config = tmp_path / "probewatch.yml"
     closed = closed_port()
     config.write_text(CONFIG.format(up=f"127.0.0.1:{closed}", closed=closed))
-    with serve(config, "--config.watch-interval=0") as pw:
+    with serve(config, "--config.watch-interval=0", "--web.enable-lifecycle") as pw:
         write(config, "probes:\n  - {name: x, kind: nope}\n")
         status, body = pw.post("/-/reload")
         assert status == 400

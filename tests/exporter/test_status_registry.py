@@ -119,7 +119,7 @@ def test_registration_round_trip_survives_restarts(tmp_path: Path, up: str) -> N
 def test_registered_probes_survive_a_reload_and_take_the_new_defaults(
         tmp_path: Path, up: str) -> None:
     config = setup(tmp_path, up)
-    with serve(config, "--config.watch-interval=0") as pw:
+    with serve(config, "--config.watch-interval=0", "--web.enable-lifecycle") as pw:
         assert put(pw, "extra", {"kind": "tcp", "target": up}).status_code == 201
         wait_for(lambda: get(pw, "extra").json()["up"] is True, 10, what="extra to run")
         config.write_text(config.read_text().replace("team: ops", "team: web"))
