@@ -25,7 +25,7 @@ def _healthy(pw) -> None:  # type: ignore[no-untyped-def]
 
 def test_out_of_range_and_broken_api_bodies_are_400_listing_every_problem(
         tmp_path: Path, up: str) -> None:  # noqa: F811
-    with serve(setup(tmp_path, up)) as pw:
+    with serve(setup(tmp_path, up), "--web.enable-lifecycle") as pw:
         nan = put(pw, "n", b'{"kind": "tcp", "target": "%s", "period": NaN}' % up.encode())
         assert nan.status_code == 400 and "NaN is not a JSON number" in nan.json()["error"]
         several = put(pw, "s", b'{"kind": "tcp", "target": "%s", "period": 1e400, '
@@ -60,7 +60,7 @@ def test_a_state_file_that_cannot_be_loaded_whole_still_starts_with_what_it_can(
             '"bad": {"kind": "tcp", "target": "@UP@", "labels": {"x": "\\ud800"}}, '
             '"cut": {"kind": "tc').replace("@UP@", up)
     state.write_text(text)
-    with serve(config) as pw:
+    with serve(config, "--web.enable-lifecycle") as pw:
         wait_for(lambda: pw.value("probewatch_probe_up", probe="good") == 1, what="salvaged probe up")
         assert pw.value("probewatch_probe_runs_total", probe="bad") is None
         assert get(pw, "bad").json()["scheduled"] is False
@@ -117,7 +117,7 @@ def test_a_peers_lone_surrogate_reaches_metrics_and_the_page(tmp_path: Path) -> 
         config = tmp_path / "probewatch.yml"
         config.write_text(f"probes:\n  - {{name: mp, kind: json, target: '{url}/', "
                           "period: 200ms, timeout: 150ms}\n")
-        with serve(config) as pw:
+        with serve(config, "--web.enable-lifecycle") as pw:
             wait_for(lambda: pw.value("probewatch_probe_up", probe="mp") == 0, what="a result")
             status, text, _ = pw.get("/metrics")
             assert status == 200 and 'message="disk \ufffd full"' in text
@@ -134,7 +134,7 @@ def test_one_udp_reply_cannot_create_thousands_of_series(tmp_path: Path) -> None
         config = tmp_path / "probewatch.yml"
         config.write_text(f"probes:\n  - {{name: u, kind: udp, target: '{target}', period: 200ms,"
                           " timeout: 150ms, udp: {send: ping}}\n")
-        with serve(config) as pw:
+        with serve(config, "--web.enable-lifecycle") as pw:
             wait_for(lambda: pw.value("probewatch_probe_up", probe="u") == 1, what="a reply")
             samples = pw.samples()
     values = [labs for (name, labs) in samples if name == "probewatch_probe_value"]
@@ -152,7 +152,7 @@ def test_a_backtracking_regex_on_a_large_body_does_not_stall_other_probes(tmp_pa
             f"  - {{name: big, kind: http, target: '{url}/', period: 1s, timeout: 900ms,\n"
             "     http: {body_regex: '(?s).*x.*y.*z', body_not_regex: ['(a|aa)*b']}}\n"
             "  - {name: tick, kind: command, period: 100ms, timeout: 90ms, command: {argv: ['true']}}\n")
-        with serve(config) as pw:
+        with serve(config, "--web.enable-lifecycle") as pw:
             wait_for(lambda: (pw.value("probewatch_probe_runs_total", probe="big") or 0) >= 3, 20,
                      what="three runs of the big-body probe")
             ticks = pw.value("probewatch_probe_runs_total", probe="tick") or 0

@@ -24,7 +24,7 @@ def test_a_file_truncated_then_written_is_applied_only_whole(tmp_path: Path) -> 
     config = tmp_path / "probewatch.yml"
     config.write_text(_config(server.target, 10))
     try:
-        with serve(config, "--config.watch-interval=100ms") as pw:
+        with serve(config, "--config.watch-interval=100ms", "--web.enable-lifecycle") as pw:
             wait_for(lambda: all((pw.value("probewatch_probe_runs_total", probe=f"p{i:02d}") or 0) >= 3
                                  for i in range(10)), 20, what="every probe ran")
             new = _config(server.target, 12, group="b")
@@ -71,7 +71,7 @@ def test_a_bad_file_then_the_good_one_restored_reloads_back_to_success(tmp_path:
     good = _config(server.target, 3)
     config.write_text(good)
     try:
-        with serve(config, "--config.watch-interval=100ms") as pw:
+        with serve(config, "--config.watch-interval=100ms", "--web.enable-lifecycle") as pw:
             assert pw.value("probewatch_config_last_reload_successful") == 1
             config.write_text("probes:\n  - {name: x, kind: nope}\n")
             wait_for(lambda: pw.value("probewatch_config_last_reload_successful") == 0, 10,
