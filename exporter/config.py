@@ -28,7 +28,8 @@ RESERVED_LABELS = frozenset(
     {"probe", "kind", "target", "reason", "message", "field", "stat", "le", "shard", "state"}
 )
 DEFAULT_TIMEOUT = 10.0
-SHARED_KEYS = ("name", "kind", "target", "period", "timeout", "active", "labels", "failures")
+SHARED_KEYS = ("name", "kind", "target", "period", "timeout", "active", "labels", "failures",
+               "histogram")
 
 
 @dataclass
@@ -40,6 +41,7 @@ class Defaults:
     timeout: Duration | None = None
     failures: int = 3
     labels: dict[str, str] = field(default_factory=dict)
+    histogram: bool = False  # export probewatch_probe_duration_seconds (12 series a probe)
 
     def check(self) -> list[tuple[str, str]]:
         out = []
@@ -68,6 +70,7 @@ class Shared:
     active: bool = True
     labels: dict[str, str] = field(default_factory=dict)
     failures: int | None = None
+    histogram: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,7 @@ class ProbeSpec:
     failures: int
     options: Any
     source: str = "config"  # "config" or "api"
+    histogram: bool = False
 
     def definition(self) -> dict[str, Any]:
         """The resolved definition as plain data (for the API and change detection)."""
@@ -96,6 +100,7 @@ class ProbeSpec:
             "active": self.active,
             "labels": dict(self.labels),
             "failures": self.failures,
+            **({"histogram": True} if self.histogram else {}),
             self.kind: options_as_dict(self.options),
         }
 
@@ -257,6 +262,7 @@ def parse_probe(
         failures=failures,
         options=options,
         source=source,
+        histogram=bool(shared.histogram if shared.histogram is not None else defaults.histogram),
     )
     validate = getattr(kind_cls, "validate", None)
     if callable(validate):

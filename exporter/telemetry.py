@@ -7,6 +7,7 @@ from prometheus_client import (
     PLATFORM_COLLECTOR,
     PROCESS_COLLECTOR,
     CollectorRegistry,
+    Counter,
     Gauge,
     Histogram,
     Info,
@@ -34,6 +35,13 @@ class Telemetry:
         self.lag = Histogram(
             "probewatch_scheduler_lag_seconds",
             "How late probe runs started against their schedule.", buckets=LAG_BUCKETS, registry=r)
+        self.skipped = Counter(
+            "probewatch_skipped_runs",
+            "Probe runs not started, all probes together: cause busy (the previous run of the "
+            "probe was still going) or late (the exporter could not start it near its slot).",
+            ["cause"], registry=r)
+        for cause in ("busy", "late"):
+            self.skipped.labels(cause)  # both present from start at 0, for increase()
         self.probes = Gauge(
             "probewatch_probes", "Configured probes by state.", ["state"], registry=r)
         self.shard = Info("probewatch_shard", "Which shard of the probes this exporter runs.", registry=r)
