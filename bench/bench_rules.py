@@ -196,7 +196,8 @@ def main() -> int:
                      f"{value} s", f"< {goal} s" if goal else "-",
                      None if goal is None or value is None else float(value) < goal))  # type: ignore[arg-type]
     report(rows)
-    print(f"results written to {save('rules', {'machine': machine(), 'date': time.strftime('%Y-%m-%d'), 'runs': results})}")
+    path = save("rules", {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "runs": results})
+    print(f"results written to {path}")
     return 0
 
 
