@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import socket
 import statistics
@@ -33,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, Exporter, cpu_seconds, free_port, machine, report, rss_bytes, save
 
 RULES = ROOT / "deploy" / "prometheus" / "rules.yml"
+TREE = ROOT  # --baseline REV: the exporter and rules of another revision, side by side
 GOALS = {10000: 0.5, 50000: 2.0}
 INTERVAL = 15.0
 
@@ -65,7 +67,7 @@ class Prometheus:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = workdir / "prometheus.yml"
-        shutil.copy(RULES, workdir / "rules.yml")
+        shutil.copy(TREE / "deploy" / "prometheus" / "rules.yml", workdir / "rules.yml")
         config.write_text(
             f"global: {{scrape_interval: {INTERVAL:g}s, evaluation_interval: {INTERVAL:g}s,"
             f" scrape_timeout: {INTERVAL:g}s}}\n"
@@ -102,6 +104,28 @@ class Prometheus:
         self.log.close()
 
 
+class BaselineExporter(Exporter):
+    """The exporter of the --baseline revision (its own tree, this Python)."""
+
+    def __enter__(self) -> Exporter:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "exporter.cli", "serve", f"--config.file={self.config}",
+             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warning",
+             "--config.watch-interval=0"],
+            cwd=TREE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": str(TREE)})
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                get(f"http://127.0.0.1:{self.port}/-/ready", timeout=2)
+                return self
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise SystemExit("baseline exporter exited during start") from None
+                time.sleep(0.5)
+        raise SystemExit("baseline exporter did not become ready in 120s")
+
+
 def write_config(path: Path, probes: int, failing: int, period: float, ports: list[int]) -> None:
     dead = closed_port()
     lines = [f"defaults: {{period: {period:g}s, timeout: 2s}}", "probes:"]
@@ -117,7 +141,7 @@ def run_one(probes: int, args: argparse.Namespace, ports: list[int]) -> dict[str
         work = Path(tmp)
         config = work / "bench.yml"
         write_config(config, probes, failing, args.period, ports)
-        with Exporter(config) as exporter:
+        with BaselineExporter(config) if TREE != ROOT else Exporter(config) as exporter:
             prom = Prometheus(work, f"127.0.0.1:{exporter.port}")
             try:
                 # Every probe has run, and the failing ones failed 3 times and fired.
@@ -172,7 +196,17 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--round-seconds", type=float, default=60.0)
     parser.add_argument("--listeners", type=int, default=50)
+    parser.add_argument("--baseline", metavar="REV",
+                        help="measure the exporter and rules of git revision REV instead (e.g. main)")
+    parser.add_argument("--name", default="rules", help="results file: bench/results/NAME.json")
     args = parser.parse_args()
+    global TREE
+    baseline = None
+    if args.baseline:
+        baseline = tempfile.TemporaryDirectory()
+        archive = subprocess.run(["git", "archive", args.baseline], cwd=ROOT, capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", baseline.name], input=archive.stdout, check=True)
+        TREE = Path(baseline.name)
 
     listeners = subprocess.Popen([sys.executable, str(ROOT / "bench" / "listeners.py"), str(args.listeners)],
                                  stdout=subprocess.PIPE, text=True, start_new_session=True)
@@ -196,7 +230,11 @@ def main() -> int:
                      f"{value} s", f"< {goal} s" if goal else "-",
                      None if goal is None or value is None else float(value) < goal))  # type: ignore[arg-type]
     report(rows)
-    path = save("rules", {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "runs": results})
+    path = save(args.name, {"machine": machine(), "date": time.strftime("%Y-%m-%d"),
+                            "revision": args.baseline or "this tree", "failing_share": args.failing,
+                            "runs": results})
+    if baseline is not None:
+        baseline.cleanup()
     print(f"results written to {path}")
     return 0
 
