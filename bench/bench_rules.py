@@ -130,8 +130,10 @@ def write_config(path: Path, probes: int, failing: int, period: float, ports: li
     dead = closed_port()
     lines = [f"defaults: {{period: {period:g}s, timeout: 2s}}", "probes:"]
     for i in range(probes):
-        port = dead if i < failing else ports[i % len(ports)]
-        lines.append(f"  - {{name: tcp-{i:05d}, kind: tcp, target: '127.0.0.1:{port}'}}")
+        if i < failing:  # every 15s, so they fire within the warm-up whatever --period is
+            lines.append(f"  - {{name: tcp-{i:05d}, kind: tcp, target: '127.0.0.1:{dead}', period: 15s}}")
+        else:
+            lines.append(f"  - {{name: tcp-{i:05d}, kind: tcp, target: '127.0.0.1:{ports[i % len(ports)]}'}}")
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -145,7 +147,7 @@ def run_one(probes: int, args: argparse.Namespace, ports: list[int]) -> dict[str
             prom = Prometheus(work, f"127.0.0.1:{exporter.port}")
             try:
                 # Every probe has run, and the failing ones failed 3 times and fired.
-                warmup = 3 * args.period + 3 * INTERVAL
+                warmup = max(3 * 15 + 3 * INTERVAL, args.period + 2 * INTERVAL)
                 print(f"{probes} probes ({failing} failing): warming up {warmup:.0f}s ...", flush=True)
                 time.sleep(warmup)
                 cpu0 = cpu_seconds(prom.proc.pid)
@@ -192,7 +194,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--probes", type=int, nargs="+", default=[10000, 50000])
     parser.add_argument("--failing", type=float, default=0.01, help="share of probes that fail (alert)")
-    parser.add_argument("--period", type=float, default=30.0, help="probe period in seconds")
+    parser.add_argument("--period", type=float, default=60.0,
+                        help="period of the probes that succeed, in seconds (the failing ones run every 15s)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--round-seconds", type=float, default=60.0)
     parser.add_argument("--listeners", type=int, default=50)
