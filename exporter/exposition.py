@@ -108,9 +108,7 @@ def render_probe(state: ProbeState) -> ProbeLines:
         # Present from start, so increase() and the rules see the first failure.
         put("probewatch_probe_runs", state.runs_total, "probewatch_probe_runs_total")
         put("probewatch_probe_failures", state.failures_total, "probewatch_probe_failures_total")
-        out[INDEX["probewatch_probe_skipped"]] = "".join(
-            f'probewatch_probe_skipped_total{{{lab},cause="{cause}"}} {count}\n'
-            for cause, count in sorted(state.skipped_by_cause.items()) if count)
+        out[INDEX["probewatch_probe_skipped"]] = _skipped_lines(state)
         if spec.histogram:
             out[INDEX["probewatch_probe_duration_seconds"]] = _histogram(state, lab)
     last = state.last
@@ -134,6 +132,22 @@ def render_probe(state: ProbeState) -> ProbeLines:
             extra[reading.metric] = (help_text, lines + line)
     return ProbeLines(tuple(chunk.encode() for chunk in out),
                       {k: (h, text.encode()) for k, (h, text) in extra.items()})
+
+
+def _skipped_lines(state: ProbeState) -> str:
+    """probewatch_probe_skipped_total, one line per cause whose count is above 0."""
+    lab = state.labels.text
+    return "".join(f'probewatch_probe_skipped_total{{{lab},cause="{cause}"}} {count}\n'
+                   for cause, count in sorted(state.skipped_by_cause.items()) if count)
+
+
+def with_skipped(lines: ProbeLines, state: ProbeState) -> ProbeLines:
+    """``lines`` with only the skipped counter rendered again (cheap: a skip is no run)."""
+    if not state.spec.active:
+        return lines
+    fixed = list(lines.fixed)
+    fixed[INDEX["probewatch_probe_skipped"]] = _skipped_lines(state).encode()
+    return ProbeLines(tuple(fixed), lines.extra)
 
 
 def _header(name: str, typ: str, help_text: str, openmetrics: bool) -> str:

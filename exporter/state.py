@@ -20,7 +20,7 @@ import time
 from probes.base import Result, truncate
 
 from .config import ProbeSpec
-from .exposition import LabelSet, ProbeLines, render_probe
+from .exposition import LabelSet, ProbeLines, render_probe, with_skipped
 from .history import Run, RunHistory
 
 # Nine buckets from 5ms to 30s, rendered only for probes with `histogram: true`.
@@ -99,9 +99,13 @@ class ProbeState:
         return sum(self.skipped_by_cause.values())
 
     def skipped(self, cause: str = "busy") -> None:
-        """A run not started: ``busy`` (the previous one still going) or ``late``."""
+        """A run not started: ``busy`` (the previous one still going) or ``late``.
+
+        Only the skipped line is rendered again: when the loop is behind,
+        skipping must cost far less than running, or it never catches up.
+        """
         self.skipped_by_cause[cause] = self.skipped_by_cause.get(cause, 0) + 1
-        self.lines = render_probe(self)
+        self.lines = with_skipped(self.lines, self)
 
     def adopt_counters(self, old: ProbeState) -> None:
         """Carry counters and history across a reload that kept the definition."""
