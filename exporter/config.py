@@ -33,7 +33,8 @@ RESERVED_LABELS = frozenset(
     {"probe", "kind", "target", "reason", "message", "field", "stat", "le", "shard", "state"}
 )
 DEFAULT_TIMEOUT = 10.0
-SHARED_KEYS = ("name", "kind", "target", "period", "timeout", "active", "labels", "failures")
+SHARED_KEYS = ("name", "kind", "target", "period", "timeout", "active", "labels", "failures",
+               "histogram")
 # "${listen}" in a target: where this exporter serves (`serve` sets it once bound; else the default).
 LISTEN = {"address": "127.0.0.1:9637"}
 
@@ -47,6 +48,7 @@ class Defaults:
     timeout: Duration | None = None
     failures: int = 3
     labels: dict[str, str] = field(default_factory=dict)
+    histogram: bool = False  # export probewatch_probe_duration_seconds (12 series a probe)
 
     def check(self) -> list[tuple[str, str]]:
         out = _range_problems(self.period, self.timeout, self.failures)
@@ -123,6 +125,7 @@ class Shared:
     active: bool = True
     labels: dict[str, str] = field(default_factory=dict)
     failures: int | None = None
+    histogram: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,7 @@ class ProbeSpec:
     failures: int
     options: Any
     source: str = "config"  # "config" or "api"
+    histogram: bool = False
 
     def definition(self, masked: bool = True) -> dict[str, Any]:
         """The resolved definition as plain data: secrets masked for showing
@@ -152,6 +156,7 @@ class ProbeSpec:
             "active": self.active,
             "labels": dict(self.labels),
             "failures": self.failures,
+            **({"histogram": True} if self.histogram else {}),
             self.kind: options_as_dict(self.options),
         }
         return mask_value(out) if masked else out
@@ -369,6 +374,7 @@ def parse_probe(
         failures=failures,
         options=options,
         source=source,
+        histogram=bool(shared.histogram if shared.histogram is not None else defaults.histogram),
     )
     validate = getattr(kind_cls, "validate", None)
     if callable(validate):

@@ -1,5 +1,10 @@
 """Rendering probe state as Prometheus text (0.0.4) or OpenMetrics 1.0.
 
+What a probe exports (docs/metrics.md): a healthy probe its five series (up,
+latency, return code, runs, failures) plus its kind's readings; a probe in
+trouble (ProbeState.troubled) adds threshold, both streak counts and
+failure_info; ``histogram: true`` adds the duration histogram.
+
 Each probe's sample lines are rendered once per run (``render_probe``) and
 cached on its state; a scrape only groups the cached lines by family and adds
 headers.  The exporter's own series come from prometheus_client's registry and
@@ -28,15 +33,16 @@ FAMILIES: tuple[tuple[str, str, str], ...] = (
     ("probewatch_probe_skipped", "counter",
      "Runs not started: cause busy (the previous run was still going) or late (the exporter "
      "could not start it near its slot). A cause is shown once its count is above 0."),
-    ("probewatch_probe_duration_seconds", "histogram", "Durations of runs."),
-    ("probewatch_probe_last_run_timestamp_seconds", "gauge", "Unix time the last run ended."),
-    ("probewatch_probe_consecutive_failures", "gauge", "Failed runs in a row."),
-    ("probewatch_probe_consecutive_successes", "gauge", "Successful runs in a row."),
+    ("probewatch_probe_duration_seconds", "histogram", "Durations of runs (histogram: true)."),
+    ("probewatch_probe_consecutive_failures", "gauge", "Failed runs in a row (while in trouble)."),
+    ("probewatch_probe_consecutive_successes", "gauge",
+     "Successful runs in a row (while in trouble)."),
     ("probewatch_probe_failure_threshold", "gauge",
-     "The probe's failures setting: failures within the alert window that fire an alert."),
-    ("probewatch_probe_period_seconds", "gauge", "How often the probe runs."),
+     "The probe's failures setting: failures within the alert window that fire an alert "
+     "(while in trouble)."),
     ("probewatch_probe_failure", "info",
-     "Present with reason and message while the probe is failing."),
+     "Present while the probe is failing: the reason, and the message of the streak's first "
+     "failure with that reason."),
 )
 INDEX = {name: i for i, (name, _, _) in enumerate(FAMILIES)}
 _BLOCK = 250  # probes per joined piece of a family
@@ -76,9 +82,20 @@ class ProbeLines:
     extra: dict[str, tuple[str, bytes]]  # metric name -> (help, lines)
 
 
-def render_probe(state: ProbeState) -> ProbeLines:
+def _histogram(state: ProbeState, lab: str) -> str:
     from .state import DURATION_BUCKETS
 
+    cumulative, buckets = 0, []
+    for bound, count in zip((*DURATION_BUCKETS, math.inf), state.bucket_counts, strict=True):
+        cumulative += count
+        le = "+Inf" if math.isinf(bound) else repr(bound)
+        buckets.append(f'probewatch_probe_duration_seconds_bucket{{{lab},le="{le}"}} {cumulative}\n')
+    buckets.append(f"probewatch_probe_duration_seconds_count{{{lab}}} {cumulative}\n")
+    buckets.append(f"probewatch_probe_duration_seconds_sum{{{lab}}} {fmt(state.duration_sum)}\n")
+    return "".join(buckets)
+
+
+def render_probe(state: ProbeState) -> ProbeLines:
     spec = state.spec
     lab = state.labels.text
     out = [""] * len(FAMILIES)
@@ -92,28 +109,21 @@ def render_probe(state: ProbeState) -> ProbeLines:
         put("probewatch_probe_runs", state.runs_total, "probewatch_probe_runs_total")
         put("probewatch_probe_failures", state.failures_total, "probewatch_probe_failures_total")
         out[INDEX["probewatch_probe_skipped"]] = _skipped_lines(state)
-        put("probewatch_probe_failure_threshold", spec.failures)
-        put("probewatch_probe_period_seconds", spec.period)
-        cumulative, buckets = 0, []
-        for bound, count in zip((*DURATION_BUCKETS, math.inf), state.bucket_counts, strict=True):
-            cumulative += count
-            le = "+Inf" if math.isinf(bound) else repr(bound)
-            buckets.append(f'probewatch_probe_duration_seconds_bucket{{{lab},le="{le}"}} {cumulative}\n')
-        buckets.append(f"probewatch_probe_duration_seconds_count{{{lab}}} {cumulative}\n")
-        buckets.append(f"probewatch_probe_duration_seconds_sum{{{lab}}} {fmt(state.duration_sum)}\n")
-        out[INDEX["probewatch_probe_duration_seconds"]] = "".join(buckets)
+        if spec.histogram:
+            out[INDEX["probewatch_probe_duration_seconds"]] = _histogram(state, lab)
     last = state.last
     if spec.active and last is not None:
         put("probewatch_probe_up", int(last.up))
         put("probewatch_probe_latency_seconds", state.last_latency)
         put("probewatch_probe_return_code", last.code)
-        put("probewatch_probe_last_run_timestamp_seconds", state.last_run_at)
-        put("probewatch_probe_consecutive_failures", state.consecutive_failures)
-        put("probewatch_probe_consecutive_successes", state.consecutive_successes)
+        if state.troubled:
+            put("probewatch_probe_consecutive_failures", state.consecutive_failures)
+            put("probewatch_probe_consecutive_successes", state.consecutive_successes)
+            put("probewatch_probe_failure_threshold", spec.failures)
         if not last.up:
             out[INDEX["probewatch_probe_failure"]] = (
-                f'probewatch_probe_failure_info{{{lab},reason="{escape(last.reason)}",'
-                f'message="{escape(last.message)}"}} 1\n'
+                f'probewatch_probe_failure_info{{{lab},reason="{escape(state.failure_reason)}",'
+                f'message="{escape(state.failure_message)}"}} 1\n'
             )
         for reading in last.readings:
             more = "".join(f',{k}="{escape(v)}"' for k, v in reading.labels)

@@ -4,6 +4,12 @@ The scheduler writes a ProbeState after every run (in the event loop thread);
 HTTP handlers only read it.  After each run the state re-renders its exposition
 lines once, so a scrape of 10,000 probes joins cached strings instead of
 formatting a quarter of a million samples.
+
+"In trouble" (``troubled``) is what decides the series only failing probes
+export (docs/metrics.md): a probe enters it at a failure and leaves it once it
+has succeeded ``SETTLE_RUNS`` times in a row and ``SETTLE_SECONDS`` have passed
+since the run that made that count, so every scrape and the rules' 5m grace see
+the recovery before the series go.
 """
 
 from __future__ import annotations
@@ -18,10 +24,11 @@ from .exposition import LabelSet, ProbeLines, render_probe, with_skipped
 from .history import Run, RunHistory
 from .peer_data import clean_result
 
-# Nine buckets from 5ms to 30s: each adds a line per probe to every scrape,
-# and at 10,000 probes the histogram is most of the /metrics page.
+# Nine buckets from 5ms to 30s, rendered only for probes with `histogram: true`.
 DURATION_BUCKETS = (0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 30.0)
 RECENT_RUNS = 100
+SETTLE_RUNS = 2  # rules.yml's `< 2`: successes in a row that resolve ProbeFailing
+SETTLE_SECONDS = 900.0
 
 
 class ProbeState:
@@ -41,6 +48,11 @@ class ProbeState:
         self.last_change_at = 0.0  # Unix time of the last up/down change
         self.next_run_at = 0.0  # Unix time of the next scheduled start
         self.created_at = time.time()
+        self.troubled = False
+        self.settling_since = 0.0  # when consecutive_successes reached SETTLE_RUNS
+        # The failure_info labels: the streak's first failure, until the reason changes.
+        self.failure_reason = ""
+        self.failure_message = ""
         self.recent = RunHistory(RECENT_RUNS)
         self.lines: ProbeLines = render_probe(self)
 
@@ -53,21 +65,30 @@ class ProbeState:
         clean_result(result)  # peers' text and readings bounded (exporter.peer_data)
         result.message = truncate(result.message)
         changed = self.last is not None and self.last.up != result.up
+        ended = started + latency
         if self.last is None or changed:
-            self.last_change_at = started + latency
+            self.last_change_at = ended
         self.runs_total += 1
         if result.up:
             self.consecutive_successes += 1
             self.consecutive_failures = 0
+            if self.consecutive_successes == SETTLE_RUNS:
+                self.settling_since = ended
+            elif (self.troubled and self.consecutive_successes > SETTLE_RUNS
+                  and ended - self.settling_since >= SETTLE_SECONDS):
+                self.troubled = False
         else:
+            if self.consecutive_failures == 0 or result.reason != self.failure_reason:
+                self.failure_reason, self.failure_message = result.reason, result.message
             self.failures_total += 1
             self.consecutive_failures += 1
             self.consecutive_successes = 0
+            self.troubled = True
         self.bucket_counts[bisect.bisect_left(DURATION_BUCKETS, latency)] += 1
         self.duration_sum += latency
         self.last = result
         self.last_latency = latency
-        self.last_run_at = started + latency
+        self.last_run_at = ended
         self.recent.append(
             Run(started, latency, result.up, result.code, result.reason, result.message,
                 result.level_name)
@@ -93,7 +114,8 @@ class ProbeState:
         self.skipped_by_cause = dict(old.skipped_by_cause)
         for attr in ("runs_total", "failures_total", "consecutive_failures",
                      "consecutive_successes", "duration_sum", "last", "last_latency",
-                     "last_run_at", "last_change_at", "next_run_at", "created_at"):
+                     "last_run_at", "last_change_at", "next_run_at", "created_at",
+                     "troubled", "settling_since", "failure_reason", "failure_message"):
             setattr(self, attr, getattr(old, attr))
         self.bucket_counts = list(old.bucket_counts)
         self.recent = old.recent.copy()

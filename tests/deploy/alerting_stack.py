@@ -237,8 +237,10 @@ class Prometheus:
 
 @contextmanager
 def prometheus(workdir: Path, rules: str, targets: list[str], alertmanager_url: str,
-               interval: str = "1s") -> Iterator[Prometheus]:
-    """The example prometheus.yml with the given rules text, targets and Alertmanager."""
+               interval: str = "1s", resend_delay: str = "500ms") -> Iterator[Prometheus]:
+    """The example prometheus.yml with the given rules text, targets and Alertmanager,
+    re-sending alerts at every evaluation as prometheus.yml advises (a resend delay
+    below the evaluation interval)."""
     binary = require_binary("prometheus")
     rules_path = workdir / "rules.yml"
     rules_path.write_text(rules)
@@ -252,7 +254,8 @@ def prometheus(workdir: Path, rules: str, targets: list[str], alertmanager_url: 
     job["static_configs"] = [{"targets": targets}]
     path = workdir / "prometheus.yml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
-    argv = [binary, f"--config.file={path}", f"--storage.tsdb.path={workdir / 'tsdb'}"]
+    argv = [binary, f"--config.file={path}", f"--storage.tsdb.path={workdir / 'tsdb'}",
+            f"--rules.alert.resend-delay={resend_delay}"]
     with serving(workdir, "prometheus", argv) as url:
         yield Prometheus(url)
 

@@ -1,8 +1,8 @@
 """End to end: probewatch -> Prometheus (shipped rules) -> Alertmanager (shipped
 config and templates) -> SMTP (STARTTLS and AUTH), all real, all on loopback.
 
-Exporter A probes "shop" (group web, failures: 3), a tcp server the test closes
-and reopens, and "flaky" (group database, failures: 3), a server whose reply
+Exporter A probes "shop" (group web, failures: 3, renotify: 10 - remind every
+10 failures), a tcp server the test closes and reopens, and "flaky" (group database, failures: 3), a server whose reply
 is wrong once every 12 runs: 2 failures per window at most, never an email.
 Exporter B probes "orders-db" (group database, failures: 1), which is down
 from the start; the test kills B. Probes run and Prometheus scrapes and
@@ -15,7 +15,9 @@ with a test per thing a user would notice.
 from __future__ import annotations
 
 import itertools
+import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -25,6 +27,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -49,8 +52,11 @@ from tests.support import wait_for
 WINDOW = "20s"
 PERIOD = 1.0
 FLAKY_EVERY = 12  # runs between flaky's failures: 2 at most within WINDOW (+1 evaluation)
-RENOTIFY = 10.0  # web-team's repeat_interval here: "every 10 failures" of a 1s probe
+RENOTIFY_FAILURES = 10  # shop's renotify label: "every 10 failures" of a 1s probe
+RENOTIFY = RENOTIFY_FAILURES * PERIOD
 GROUP_INTERVAL = 1.0
+# The advice of alertmanager.yml: N x period - group_interval / 2.
+REPEAT_INTERVAL = RENOTIFY - GROUP_INTERVAL / 2
 GROUP_WAIT = 5.0  # the shipped value, kept
 
 WEB_TEAM = frozenset({"web-team@example.invalid", "web-lead@example.invalid"})
@@ -106,6 +112,7 @@ class Outcome:
     mails: list[Mail] = field(default_factory=list)
     shop_port: int = 0
     shop_third_failure: float = 0.0
+    shop_failures_at_mail: dict[float, float] = field(default_factory=dict)  # mail time -> count
     shop_reopened: float = 0.0
     exporter_b: str = ""
     killed_b: float = 0.0
@@ -122,14 +129,13 @@ class Outcome:
 
 
 def shop_failures(exporter: Running) -> tuple[float, float]:
-    """(failures_total, last run's end time) of shop, from one scrape."""
-    samples = exporter.samples()
-
-    def value(name: str) -> float:
-        return next(v for (n, labs), v in samples.items() if n == name and ("probe", "shop") in labs)
-
-    return (value("probewatch_probe_failures_total"),
-            value("probewatch_probe_last_run_timestamp_seconds"))
+    """(failures_total, last run's end time) of shop, from one scrape and the status API."""
+    failures = exporter.value("probewatch_probe_failures_total", probe="shop")
+    assert failures is not None
+    _, body, _ = exporter.get("/api/v1/probes/shop")
+    last = json.loads(body)["runs"][-1]
+    ended = datetime.fromisoformat(last["started"].replace("Z", "+00:00")).timestamp()
+    return failures, ended + last["latency_seconds"]
 
 
 def third_failure_time(exporter: Running) -> float:
@@ -139,6 +145,13 @@ def third_failure_time(exporter: Running) -> float:
         assert failures <= 3, "polling fell behind the probe: cannot time the 3rd failure"
         return ended if failures == 3 else None
     return wait_for(seen, timeout=10, interval=0.05, what="shop's 3rd failure")
+
+
+def failures_in_text(mail: Mail) -> int:
+    """The "N so far" of a probe email."""
+    match = re.search(r"^  Failures: +(\d+) so far,", mail.text, re.MULTILINE)
+    assert match, mail.text
+    return int(match.group(1))
 
 
 def orders_db_inhibited(am: Alertmanager) -> bool:
@@ -165,7 +178,7 @@ def run_scenario(workdir: Path) -> Outcome:
         config_a, config_b = workdir / "a.yml", workdir / "b.yml"
         config_a.write_text(probe_config([
             {"name": "shop", "kind": "tcp", "target": f"127.0.0.1:{shop.port}",
-             "failures": 3, "labels": {"group": "web"}},
+             "failures": 3, "labels": {"group": "web", "renotify": str(RENOTIFY_FAILURES)}},
             {"name": "flaky", "kind": "tcp", "target": f"127.0.0.1:{flaky.port}",
              "failures": 3, "labels": {"group": "database"}, "tcp": {"expect": "OK"}},
         ]))
@@ -180,7 +193,7 @@ def run_scenario(workdir: Path) -> Outcome:
         am = stack.enter_context(alertmanager(workdir, alertmanager_config(
             smtp, password_file, {
                 "root": {"group_wait": f"{GROUP_WAIT:g}s", "group_interval": f"{GROUP_INTERVAL:g}s"},
-                "web-team": {"repeat_interval": f"{RENOTIFY:g}s"},
+                "web-team": {"repeat_interval": f"{REPEAT_INTERVAL * 1000:.0f}ms"},
             })))
         rules = with_window(RULES.read_text(encoding="utf-8"), WINDOW)
         prom: Prometheus = stack.enter_context(prometheus(
@@ -199,8 +212,11 @@ def run_scenario(workdir: Path) -> Outcome:
 
             shop.close()
             outcome.shop_third_failure = third_failure_time(exporter_a)
-            firing = smtp.wait(lambda m: m.recipients == WEB_TEAM and "FIRING" in m.subject,
-                               count=2, timeout=40, what="shop's firing email and reminder")
+            for count in (1, 2):
+                firing = smtp.wait(lambda m: m.recipients == WEB_TEAM and "FIRING" in m.subject,
+                                   count=count, timeout=40, what="shop's firing email and reminder")
+                # What the exporter counts as the email arrives, to judge its figures.
+                outcome.shop_failures_at_mail[firing[-1].received] = shop_failures(exporter_a)[0]
             assert len(firing) == 2
             shop.open()
             outcome.shop_reopened = time.time()
@@ -240,7 +256,8 @@ def test_the_web_list_gets_exactly_one_firing_email_with_name_code_and_message(
         outcome: Outcome) -> None:
     first, *_ = outcome.to(WEB_TEAM, "FIRING")
     assert first.subject.startswith("[probewatch FIRING] ProbeFailing shop (code -1) - "), outcome.describe()
-    before_reminder = [m for m in outcome.to(WEB_TEAM, "FIRING") if m.received < first.received + RENOTIFY]
+    before_reminder = [m for m in outcome.to(WEB_TEAM, "FIRING")
+                       if m.received < first.received + REPEAT_INTERVAL]
     assert before_reminder == [first], outcome.describe()
     for line in ("  Probe:          shop (tcp)",
                  f"  Target:         127.0.0.1:{outcome.shop_port}",
@@ -261,11 +278,27 @@ def test_the_first_email_follows_the_third_failure_within_seconds(outcome: Outco
     assert GROUP_WAIT - 1 <= delay <= GROUP_WAIT + 5, outcome.describe()
 
 
-def test_a_reminder_follows_at_the_repeat_interval(outcome: Outcome) -> None:
+def test_a_reminder_follows_after_n_failures_and_says_which_it_is(outcome: Outcome) -> None:
+    """Every N failures, to within one evaluation (and one group_interval tick), with
+    shipped advice (repeat_interval = N x period - group_interval / 2); the reminder
+    is numbered and its count is the exporter's at sending time, not the first email's."""
     first, second, *_ = outcome.to(WEB_TEAM, "FIRING")
     gap = second.received - first.received
-    assert RENOTIFY <= gap <= RENOTIFY + GROUP_INTERVAL + 2, outcome.describe()
-    assert second.subject.startswith("[probewatch FIRING] ProbeFailing shop"), second.subject
+    print(f"\nfirst email to reminder: {gap:.2f}s (every {RENOTIFY_FAILURES} failures of a "
+          f"{PERIOD:g}s probe; group_interval {GROUP_INTERVAL:g}s)")
+    assert RENOTIFY - GROUP_INTERVAL / 2 <= gap <= RENOTIFY + GROUP_INTERVAL, outcome.describe()
+    assert second.subject.startswith("[probewatch FIRING] ProbeFailing shop (code -1) reminder 1 - "), \
+        second.subject
+    assert "  Reminder:       1 (every 10 failures)" in second.text.splitlines(), second.text
+    assert "Reminder:" not in first.text and "reminder" not in first.subject
+    assert first.subject != second.subject  # its date is the time of its figures
+    counted = {m.received: failures_in_text(m) for m in (first, second)}
+    for received, so_far in counted.items():
+        exporter_count = outcome.shop_failures_at_mail[received]
+        # The figures of the last evaluation before sending: one run (1s) apart at most,
+        # plus the scrape before that evaluation and the probe's own jitter.
+        assert abs(so_far - exporter_count) <= 2, (so_far, exporter_count, outcome.describe())
+    assert abs((counted[second.received] - counted[first.received]) - RENOTIFY_FAILURES) <= 2
 
 
 def test_a_resolved_email_follows_recovery(outcome: Outcome) -> None:
@@ -292,6 +325,10 @@ def test_killing_the_exporter_sends_exporter_down_and_no_probe_email(outcome: Ou
     database = outcome.to(DATABASE_TEAM)
     assert len(database) == 1 and database[0].received < outcome.killed_b, outcome.describe()
     assert database[0].subject.startswith("[probewatch FIRING] ProbeFailing orders-db (code -1)")
+    # failures: 1: the first email was evaluated from the scrape that saw the
+    # failure, and still carries its reason and message.
+    assert "  Last failure:   refused" in database[0].text.splitlines(), database[0].text
+    assert "  Message:        connection to 127.0.0.1:" in database[0].text, database[0].text
     # Alertmanager holds its alert (ProbeUnwatched is the inhibition's source).
     assert outcome.orders_db_inhibited
     assert not [m for m in outcome.mails if "ProbeUnwatched" in m.subject]

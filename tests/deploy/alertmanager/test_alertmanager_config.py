@@ -154,3 +154,25 @@ def test_exporter_down_email_lists_each_exporter() -> None:
     assert ("  Labels:         alertname=ProbeExporterDown instance=exporter.example.invalid:9637"
             " job=probewatch severity=critical") in text
     assert "Probe:" not in text
+
+
+def test_a_reminder_says_which_it_is_with_fresh_figures() -> None:
+    """Moniteur's repeat count: reminder k, failures so far, and the time of those
+    figures (not the start of the alert, which every email of the thread shares)."""
+    subject = render("subject", "probe_reminder.json").strip()
+    assert subject == ("[probewatch FIRING] ProbeFailing shop-front (code -1) reminder 2"
+                       " - 2026-03-01 10:36:30 UTC")
+    text = render("text", "probe_reminder.json")
+    for line in (
+        "  Date:           failing since 2026-03-01 10:15:30 UTC, figures of 2026-03-01 10:36:30 UTC",
+        "  Reminder:       2 (every 20 failures)",
+        "  Failures:       43 so far, 21 within the window (threshold 3), 43 in a row now",
+    ):
+        assert line in text.splitlines(), f"missing {line!r} in:\n{text}"
+    html = render("html", "probe_reminder.json", kind="html")
+    assert "<tr><td>Reminder</td><td>2 (every 20 failures)</td></tr>" in html
+
+
+def test_the_first_email_is_not_a_reminder() -> None:
+    assert "reminder" not in render("subject", "probe_firing.json")
+    assert "Reminder:" not in render("text", "probe_firing.json")

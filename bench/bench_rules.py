@@ -1,0 +1,246 @@
+"""The shipped rules at scale: a real Prometheus scraping N tcp probes (issue 11, goal 6).
+
+    python bench/bench_rules.py [--probes 10000 50000] [--failing 0.01] [--period 30]
+                                [--rounds 3] [--round-seconds 60]
+
+For each probe count: local listeners, the exporter with N tcp probes (a
+share of them pointed at a closed loopback port, so they fail and alert),
+and Prometheus with deploy/prometheus/rules.yml, scraping and evaluating every
+15s, on ports chosen at run time. After a warm-up long enough for the failing
+probes to fire, it reads prometheus_rule_group_last_duration_seconds (the
+group's evaluation time) from Prometheus' own /metrics at every evaluation,
+for --rounds rounds, and reports the median of the round medians beside the
+goal (< 0.5 s at 10,000 probes, < 2 s at 50,000). Bounded in time; stops
+what it started. Figures go to bench/results/rules.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, Exporter, cpu_seconds, free_port, machine, report, rss_bytes, save
+
+RULES = ROOT / "deploy" / "prometheus" / "rules.yml"
+TREE = ROOT  # --baseline REV: the exporter and rules of another revision, side by side
+GOALS = {10000: 0.5, 50000: 2.0}
+INTERVAL = 15.0
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def get(url: str, timeout: float = 10.0) -> bytes:
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        return bytes(resp.read())
+
+
+def query(prom: str, expr: str) -> list[dict[str, object]]:
+    body = get(prom + "/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
+    return list(json.loads(body)["data"]["result"])
+
+
+def own_metric(prom: str, name: str) -> float | None:
+    for line in get(prom + "/metrics").decode().splitlines():
+        if line.startswith(name + "{") and 'rule_group="' in line and ';probewatch"' in line:
+            return float(line.rpartition(" ")[2])
+    return None
+
+
+class Prometheus:
+    def __init__(self, workdir: Path, target: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = workdir / "prometheus.yml"
+        shutil.copy(TREE / "deploy" / "prometheus" / "rules.yml", workdir / "rules.yml")
+        config.write_text(
+            f"global: {{scrape_interval: {INTERVAL:g}s, evaluation_interval: {INTERVAL:g}s,"
+            f" scrape_timeout: {INTERVAL:g}s}}\n"
+            "rule_files: [rules.yml]\n"
+            "scrape_configs:\n"
+            f"  - {{job_name: probewatch, static_configs: [{{targets: ['{target}']}}]}}\n")
+        binary = shutil.which("prometheus")
+        if binary is None:
+            raise SystemExit("prometheus is missing (Debian package prometheus)")
+        self.log = (workdir / "prometheus.log").open("w")
+        self.proc = subprocess.Popen(
+            [binary, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'tsdb'}",
+             f"--web.listen-address=127.0.0.1:{self.port}"],
+            stdout=self.log, stderr=self.log, start_new_session=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                get(self.url + "/-/ready", timeout=2)
+                return
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise SystemExit(f"prometheus exited; see {workdir / 'prometheus.log'}") from None
+                time.sleep(0.5)
+        raise SystemExit("prometheus did not become ready in 60s")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+class BaselineExporter(Exporter):
+    """The exporter of the --baseline revision (its own tree, this Python)."""
+
+    def __enter__(self) -> Exporter:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "exporter.cli", "serve", f"--config.file={self.config}",
+             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warning",
+             "--config.watch-interval=0"],
+            cwd=TREE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": str(TREE)})
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                get(f"http://127.0.0.1:{self.port}/-/ready", timeout=2)
+                return self
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise SystemExit("baseline exporter exited during start") from None
+                time.sleep(0.5)
+        raise SystemExit("baseline exporter did not become ready in 120s")
+
+
+def write_config(path: Path, probes: int, failing: int, period: float, ports: list[int]) -> None:
+    dead = closed_port()
+    lines = [f"defaults: {{period: {period:g}s, timeout: 2s}}", "probes:"]
+    for i in range(probes):
+        if i < failing:  # every 15s, so they fire within the warm-up whatever --period is
+            lines.append(f"  - {{name: tcp-{i:05d}, kind: tcp, target: '127.0.0.1:{dead}', period: 15s}}")
+        else:
+            lines.append(f"  - {{name: tcp-{i:05d}, kind: tcp, target: '127.0.0.1:{ports[i % len(ports)]}'}}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def run_one(probes: int, args: argparse.Namespace, ports: list[int]) -> dict[str, object]:
+    failing = int(probes * args.failing)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        config = work / "bench.yml"
+        write_config(config, probes, failing, args.period, ports)
+        with BaselineExporter(config) if TREE != ROOT else Exporter(config) as exporter:
+            prom = Prometheus(work, f"127.0.0.1:{exporter.port}")
+            try:
+                # Every probe has run, and the failing ones failed 3 times and fired.
+                warmup = max(3 * 15 + 3 * INTERVAL, args.period + 2 * INTERVAL)
+                print(f"{probes} probes ({failing} failing): warming up {warmup:.0f}s ...", flush=True)
+                time.sleep(warmup)
+                cpu0 = cpu_seconds(prom.proc.pid)
+                t0 = time.monotonic()
+                rounds: list[float] = []
+                seen: list[float] = []
+                for _ in range(args.rounds):
+                    durations: list[float] = []
+                    last_eval = None
+                    end = time.monotonic() + args.round_seconds
+                    while time.monotonic() < end:
+                        stamp = own_metric(prom.url, "prometheus_rule_group_last_evaluation_timestamp_seconds")
+                        if stamp is not None and stamp != last_eval:
+                            last_eval = stamp
+                            value = own_metric(prom.url, "prometheus_rule_group_last_duration_seconds")
+                            if value is not None:
+                                durations.append(value)
+                        time.sleep(1.0)
+                    if durations:
+                        rounds.append(statistics.median(durations))
+                        seen += durations
+                prom_cpu = (cpu_seconds(prom.proc.pid) - cpu0) / (time.monotonic() - t0)
+                firing = query(prom.url, 'count(ALERTS{alertname="ProbeFailing",alertstate="firing"})')
+                scraped = query(prom.url, 'scrape_samples_scraped{job="probewatch"}')
+                samples = own_metric(prom.url, "prometheus_rule_group_last_evaluation_samples")
+                return {
+                    "probes": probes, "failing": failing,
+                    "firing_alerts": int(float(firing[0]["value"][1])) if firing else 0,  # type: ignore[index]
+                    "series_scraped": int(float(scraped[0]["value"][1])) if scraped else 0,  # type: ignore[index]
+                    "series_per_probe": (round(float(scraped[0]["value"][1]) / probes, 2)  # type: ignore[index]
+                                         if scraped else None),
+                    "rule_group_seconds_median": round(statistics.median(rounds), 4) if rounds else None,
+                    "rule_group_seconds_rounds": [round(r, 4) for r in rounds],
+                    "rule_group_seconds_max": round(max(seen), 4) if seen else None,
+                    "rule_samples_per_evaluation": samples,
+                    "prometheus_cpu_percent_of_one_core": round(prom_cpu * 100, 1),
+                    "prometheus_rss_mib": round(rss_bytes(prom.proc.pid) / 2**20, 1),
+                }
+            finally:
+                prom.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--probes", type=int, nargs="+", default=[10000, 50000])
+    parser.add_argument("--failing", type=float, default=0.01, help="share of probes that fail (alert)")
+    parser.add_argument("--period", type=float, default=60.0,
+                        help="period of the probes that succeed, in seconds (the failing ones run every 15s)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--round-seconds", type=float, default=60.0)
+    parser.add_argument("--listeners", type=int, default=50)
+    parser.add_argument("--baseline", metavar="REV",
+                        help="measure the exporter and rules of git revision REV instead (e.g. main)")
+    parser.add_argument("--name", default="rules", help="results file: bench/results/NAME.json")
+    args = parser.parse_args()
+    global TREE
+    baseline = None
+    if args.baseline:
+        baseline = tempfile.TemporaryDirectory()
+        archive = subprocess.run(["git", "archive", args.baseline], cwd=ROOT, capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", baseline.name], input=archive.stdout, check=True)
+        TREE = Path(baseline.name)
+
+    listeners = subprocess.Popen([sys.executable, str(ROOT / "bench" / "listeners.py"), str(args.listeners)],
+                                 stdout=subprocess.PIPE, text=True, start_new_session=True)
+    results = []
+    try:
+        assert listeners.stdout is not None
+        ports = [int(p) for p in listeners.stdout.readline().split()]
+        for probes in args.probes:
+            results.append(run_one(probes, args, ports))
+            print(json.dumps(results[-1]), flush=True)
+    finally:
+        listeners.terminate()
+        listeners.wait(10)
+    print(f"machine: {machine()}; Prometheus scrapes and evaluates every {INTERVAL:g}s, "
+          f"probes run every {args.period:g}s")
+    rows = []
+    for r in results:
+        goal = GOALS.get(int(r["probes"]))  # type: ignore[call-overload]
+        value = r["rule_group_seconds_median"]
+        rows.append((f"rule group, {r['probes']} probes ({r['firing_alerts']} firing)",
+                     f"{value} s", f"< {goal} s" if goal else "-",
+                     None if goal is None or value is None else float(value) < goal))  # type: ignore[arg-type]
+    report(rows)
+    path = save(args.name, {"machine": machine(), "date": time.strftime("%Y-%m-%d"),
+                            "revision": args.baseline or "this tree", "failing_share": args.failing,
+                            "runs": results})
+    if baseline is not None:
+        baseline.cleanup()
+    print(f"results written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
