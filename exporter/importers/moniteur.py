@@ -33,7 +33,7 @@ TEMPLATE_CODES = {
     "code": "{{ .CommonAnnotations.return_code }}",
     "test": "{{ .CommonLabels.probe }}",
     "date": '{{ (index .Alerts 0).StartsAt.Format "2006-01-02 15:04:05 MST" }}',
-    "repeat": "{{ .CommonAnnotations.failures_in_a_row }}",
+    "repeat": "{{ .CommonAnnotations.failures_so_far }}",
     "message": "{{ .CommonAnnotations.message }}",
 }
 
@@ -108,7 +108,8 @@ def translate_tests(path: str) -> tuple[Translation, list[tuple[str, int, int]]]
     t = Translation("moniteur", [path], defaults={"failures": 1})
     t.comments = ["Moniteur notified at the first failure: failures: 1 (see defaults).",
                   "Its `aggregate` (notify again every N failures) is in the Alertmanager config",
-                  "made from notifier.cfg: repeat_interval = aggregate x period."]
+                  "made from notifier.cfg: repeat_interval = aggregate x period - period/2, "
+                  "and the probe is labelled renotify: N so its reminders are numbered."]
     taken: set[str] = set()
     aggregates = []
     for section in parser.sections():
@@ -144,6 +145,8 @@ def translate_tests(path: str) -> tuple[Translation, list[tuple[str, int, int]]]
             n = seconds(keys["aggregate"], f"{where} aggregate", t)
             if n is not None:
                 aggregates.append((probe["name"], period or 30, n))
+                # The rules number the reminders of probes labelled renotify: "N".
+                probe["labels"] = {**probe.get("labels", {}), "renotify": str(n)}
         order = ("name", "kind", "target", "period", "timeout", "active")
         t.probes.append({k: probe[k] for k in sorted(probe, key=lambda k: (k not in order,
                                                                            order.index(k) if k in order else 0))})
@@ -266,7 +269,8 @@ def translate_notifier(path: str, aggregates: list[tuple[str, int, int]], t: Tra
     for code in sorted(set(re.findall(r"%\((\w+)\)s", get("subject") + get("body"))) - set(TEMPLATE_CODES)):
         t.note(f"{where}: template code %({code})s has no Alertmanager equivalent; left as written")
     if "%(repeat)s" in get("subject") + get("body"):
-        t.note(f"{where}: %(repeat)s became the failures in a row (the alert's failures_in_a_row)")
+        t.note(f"{where}: %(repeat)s became the failures so far (the alert's failures_so_far, "
+               "fresh in every reminder)")
     routes = []
     by_interval: dict[tuple[int, int], list[str]] = {}
     for name, period, aggregate in aggregates:
@@ -275,9 +279,11 @@ def translate_notifier(path: str, aggregates: list[tuple[str, int, int]], t: Tra
         routes.append({
             "matchers": [f'probe=~"{"|".join(re.escape(n) for n in names)}"'],
             # Alertmanager re-sends on its group_interval ticks: one per period
-            # makes "every `aggregate` failures" exact to within one period.
+            # makes "every `aggregate` failures" exact to within one period.  It
+            # compares repeat_interval with the end of the last send, so half a
+            # tick less keeps reminders from slipping one tick each time.
             "group_interval": duration(period),
-            "repeat_interval": duration(period * aggregate),
+            "repeat_interval": duration(period * aggregate - period // 2),
         })
     config = {
         "global": smtp,

@@ -140,7 +140,8 @@ def test_moniteur_tests_and_notifier_translate_and_run(tmp_path: Path) -> None:
                                   "Test_POP3", "Test_Ping_10.0.0.10"]
         assert probes["Test_Ping_10.0.0.10"] == {"name": "Test_Ping_10.0.0.10", "kind": "icmp",
                                                  "target": "127.0.0.1", "period": "10s",
-                                                 "active": True, "icmp": {"timeout_ms": 1000}}
+                                                 "active": True, "icmp": {"timeout_ms": 1000},
+                                                 "labels": {"renotify": "20"}}  # aggregate=20: numbered reminders
         assert probes["SIP_localhost_5080"]["timeout"] == "5s"
         assert probes["SIP_localhost_5080"]["sip"] == {"method": "INVITE", "success_state": "CONFIRMED",
                                                        "local_port": sip_local}
@@ -169,9 +170,10 @@ def test_moniteur_tests_and_notifier_translate_and_run(tmp_path: Path) -> None:
     assert am["global"]["smtp_require_tls"] is True
     assert am["global"]["smtp_auth_username"] == "moniteur-account@example.invalid"
     routes = {r["matchers"][0]: (r["group_interval"], r["repeat_interval"]) for r in am["route"]["routes"]}
-    assert routes == {'probe=~"Test_Ping_10\\.0\\.0\\.10"': ("10s", "200s"),     # 20 x 10s
-                      'probe=~"CONNECT_10\\.0\\.0\\.11_80"': ("10s", "500s"),    # 50 x 10s
-                      'probe=~"SIP_localhost_5080"': ("10s", "1000s")}           # 100 x 10s
+    # aggregate x period, less half a group_interval: Alertmanager counts from the end of a send.
+    assert routes == {'probe=~"Test_Ping_10\\.0\\.0\\.10"': ("10s", "195s"),     # 20 x 10s - 5s
+                      'probe=~"CONNECT_10\\.0\\.0\\.11_80"': ("10s", "495s"),    # 50 x 10s - 5s
+                      'probe=~"SIP_localhost_5080"': ("10s", "995s")}           # 100 x 10s - 5s
     email = am["receivers"][0]["email_configs"][0]
     assert email["to"] == '"John Doe" <Jd@example.invalid>'
     assert email["headers"]["Subject"].startswith("Moniteur message ({{ .CommonAnnotations.return_code }}) "
