@@ -40,9 +40,14 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from . import __version__
+from .logs import Throttle
 from .webconfig import WebConfig
 
 log = logging.getLogger("probewatch.web")
+# Refusals and failures that a client or a flood can repeat: the first of each
+# kind per 10s in full, then one summary line with the count.
+_refusals = Throttle(log, "refused {count} more request{s} ({what}) in the last {seconds}", field="refusal")
+_failures = Throttle(log, "{count} more failure{s} ({what}) in the last {seconds}", field="failure")
 
 MAX_BODY = 1 << 20
 BACKLOG = 1024
@@ -606,12 +611,15 @@ class WebServer:
         own = authorization[:7].lower() == "bearer " and self.router.checks_bearer(request.method, request.path)
         refused = None if own else self.config.authenticate(authorization)
         if refused is not None:
+            _refusals.log(logging.WARNING, "bad credentials", "request refused: bad credentials",
+                          extra={"path": request.path, "client": request.client})
             return Response.text(refused + "\n", 401,
                                  headers={"WWW-Authenticate": 'Basic realm="probewatch"'})
         try:
             return self.router.dispatch(request)
         except Exception:
-            log.exception("handler failed", extra={"path": request.path})
+            _failures.log(logging.ERROR, f"handler for {request.path}", "handler failed",
+                          extra={"path": request.path}, exc_info=True)
             return Response.text("internal error\n", 500)
 
 
@@ -633,9 +641,11 @@ async def _read_body(raw: web.BaseRequest) -> bytes:
 def _loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
     exc = context.get("exception")
     if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-        log.warning("cannot accept connections", extra={"error": exc.strerror or str(exc)})
+        _failures.log(logging.WARNING, "accept", "cannot accept connections",
+                      extra={"error": exc.strerror or str(exc)})
         return
     if isinstance(exc, OSError | ssl.SSLError):  # a peer going away or failing its handshake
         log.debug("connection error", extra={"error": str(exc)})
         return
-    log.error("web server error", extra={"detail": context.get("message", ""), "error": repr(exc)})
+    _failures.log(logging.ERROR, "server", "web server error",
+                  extra={"detail": context.get("message", ""), "error": repr(exc)})

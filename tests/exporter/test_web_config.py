@@ -297,3 +297,29 @@ def test_1100_connections_stuck_before_the_tls_handshake_lock_nobody_out(
 
 def pw_value(text: str, name: str) -> float:
     return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == name)
+
+
+def test_a_flood_of_bad_passwords_is_summed_up_not_logged_line_by_line(tmp_path: Path) -> None:
+    config = write(tmp_path / "probewatch.yml", CONFIG)
+    web = write(tmp_path / "web.yml", f"basic_auth_users: {{prometheus: {HASH}}}\n")
+
+    def ready(pw: Running) -> bool:
+        try:
+            return requests.get(pw.url + "/-/ready", auth=("prometheus", PASSWORD), timeout=5).status_code == 200
+        except OSError:
+            return False
+
+    with serve(config, f"--web.config.file={web}", ready=ready) as pw:
+        with requests.Session() as session:
+            for _ in range(100):
+                assert session.get(pw.url + "/metrics", auth=("prometheus", "wrong"), timeout=10).status_code == 401
+
+        def counted() -> tuple[int, int]:
+            text = pw.output()
+            full = text.count('msg="request refused: bad credentials"')
+            summed = sum(int(n) for n in re.findall(r'msg="refused (\d+) more requests? \(bad credentials\)', text))
+            return full, summed
+
+        wait_for(lambda: sum(counted()) == 100, 20, what="every refusal logged or summed up")
+        full, _ = counted()
+        assert full <= 3, pw.output()  # one line per 10s window, not one per request
