@@ -183,7 +183,10 @@ def _config_unreadable(args: argparse.Namespace) -> bool:
 def _main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     mask_log_records()  # no secret in any log line (probes/redact.py)
-    if args.command in ("serve", "check", "probe") and _config_unreadable(args):
+    # `check --web.config.file=W` alone checks only the web config (cmd_check).
+    web_only = (args.command == "check" and args.web_config_file and args.config_file == DEFAULT_CONFIG
+                and not os.path.exists(DEFAULT_CONFIG))
+    if args.command in ("serve", "check", "probe") and not web_only and _config_unreadable(args):
         return 2
     if args.command in ("serve", "probe"):
         from .init import become_init
