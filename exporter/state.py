@@ -20,12 +20,10 @@ import time
 from probes.base import Result, truncate
 
 from .config import ProbeSpec
-from .exposition import LabelSet, ProbeLines, render_probe, with_skipped
+from .exposition import DURATION_BUCKETS, LabelSet, ProbeLines, render_probe, with_skipped
 from .history import Run, RunHistory
 from .peer_data import clean_result
 
-# Nine buckets from 5ms to 30s, rendered only for probes with `histogram: true`.
-DURATION_BUCKETS = (0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 30.0)
 RECENT_RUNS = 100
 SETTLE_RUNS = 2  # rules.yml's `< 2`: successes in a row that resolve ProbeFailing
 SETTLE_SECONDS = 900.0

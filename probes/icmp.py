@@ -32,10 +32,8 @@ from typing import Any, Literal
 from icmplib import ICMPRequest, ICMPv4Socket, ICMPv6Socket, async_resolve
 from icmplib.exceptions import ICMPLibError, NameLookupError, SocketPermissionError
 
-from exporter.durations import format_duration
-from exporter.options import Duration
-
 from .base import Reading, Result
+from .durations import Duration, format_duration
 from .netaddr import is_ip
 
 RTT = "probewatch_probe_icmp_rtt_seconds"

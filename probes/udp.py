@@ -26,10 +26,9 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
-from exporter.durations import format_duration
-
 from . import signing
 from .base import Reading, Result, unescape
+from .durations import format_duration
 from .expectations import (
     JsonExpectation,
     TextExpectation,
