@@ -107,14 +107,3 @@ class ProbeState:
         self.skipped_by_cause[cause] = self.skipped_by_cause.get(cause, 0) + 1
         self.lines = with_skipped(self.lines, self)
 
-    def adopt_counters(self, old: ProbeState) -> None:
-        """Carry counters and history across a reload that kept the definition."""
-        self.skipped_by_cause = dict(old.skipped_by_cause)
-        for attr in ("runs_total", "failures_total", "consecutive_failures",
-                     "consecutive_successes", "duration_sum", "last", "last_latency",
-                     "last_run_at", "last_change_at", "next_run_at", "created_at",
-                     "troubled", "settling_since", "failure_reason", "failure_message"):
-            setattr(self, attr, getattr(old, attr))
-        self.bucket_counts = list(old.bucket_counts)
-        self.recent = old.recent.copy()
-        self.lines = render_probe(self)
