@@ -1,3 +1,5 @@
 """probewatch's exporter: config, scheduler, exposition, HTTP server and CLI."""
 
-__version__ = "0.1.0"
+from probes import __version__
+
+__all__ = ["__version__"]

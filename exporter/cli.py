@@ -20,6 +20,7 @@ from probes.registry import KindUnavailable, get_kind, kind_names, loaded_kinds
 
 from . import __version__, logs
 from . import config as config_module
+from .agent import add_arguments as agent_arguments
 from .config import ConfigError, load_config
 from .durations import parse_duration
 from .exposition import samples_of
@@ -28,6 +29,8 @@ from .scheduler import run_probe
 from .service import Exporter
 from .sharding import Shard, ordinal_from_hostname, parse_shard
 from .state import ProbeState
+from .status import attach as attach_status
+from .status.registry import api_problems
 from .web import (
     DEFAULT_MAX_CONNECTIONS,
     Router,
@@ -143,12 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     import_arguments(imports)
 
     agent = sub.add_parser("agent", help="answer signed udp probes with local diagnostics")
-    try:
-        from .agent import add_arguments as agent_arguments
-    except ImportError:
-        pass
-    else:
-        agent_arguments(agent)
+    agent_arguments(agent)
     return parser
 
 
@@ -234,16 +232,11 @@ def cmd_check(args: argparse.Namespace) -> int:
         config = load_config(args.config_file)
     except ConfigError as exc:
         return _report(exc)
-    try:
-        from .status.registry import api_problems
-    except ImportError:
-        pass
-    else:
-        problems, warnings = api_problems(config)
-        for warning in warnings:
-            print(f"warning: {warning}", file=sys.stderr)
-        if problems:
-            return _report(ConfigError(problems))
+    problems, warnings = api_problems(config)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if problems:
+        return _report(ConfigError(problems))
     active = sum(1 for p in config.probes if p.active)
     print(f"{args.config_file}: OK, {len(config.probes)} probes ({active} active)")
     return 0
@@ -272,12 +265,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     exporter = Exporter(args.config_file, shard)
     router = Router()
     exporter.add_routes(router)
-    try:
-        from .status import attach as attach_status
-    except ImportError:
-        pass
-    else:
-        attach_status(exporter, router)
+    attach_status(exporter, router)
     # Signals first: once /-/ready answers, a SIGHUP must reload, not kill.
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())

@@ -177,7 +177,7 @@ def options_as_dict(obj: Any) -> Any:
         return {
             f.metadata.get("key", f.name): options_as_dict(getattr(obj, f.name))
             for f in dataclasses.fields(obj)
-            if f.init and not f.metadata.get("secret")
+            if f.init
         }
     if isinstance(obj, list):
         return [options_as_dict(v) for v in obj]
@@ -212,10 +212,6 @@ class Located:
         head = (f"{self.file}:{self.line}: " if self.line else f"{self.file}: ") if self.file else ""
         parts = [p for p in (self.where, self.key) if p]
         return head + "".join(p + ": " for p in parts) + mask_text(self.message)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"line": self.line, "where": self.where, "key": self.key,
-                "message": mask_text(self.message)}
 
 
 class ConfigError(Exception):

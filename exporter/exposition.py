@@ -8,7 +8,7 @@ failure_info; ``histogram: true`` adds the duration histogram.
 Each probe's sample lines are rendered once per run (``render_probe``) and
 cached on its state; a scrape only groups the cached lines by family and adds
 headers.  The exporter's own series come from prometheus_client's registry and
-are appended by exporter.server.
+are appended by ``merge_own`` when exporter.service answers /metrics.
 """
 
 from __future__ import annotations
@@ -21,6 +21,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .config import ProbeSpec
     from .state import ProbeState
+
+# Nine buckets from 5ms to 30s, rendered only for probes with `histogram: true`; each
+# ProbeState counts its runs into them (exporter.state imports this from here).
+DURATION_BUCKETS = (0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 30.0)
 
 # (name, type, help).  Counters are named without _total here; samples add it.
 FAMILIES: tuple[tuple[str, str, str], ...] = (
@@ -83,8 +87,6 @@ class ProbeLines:
 
 
 def _histogram(state: ProbeState, lab: str) -> str:
-    from .state import DURATION_BUCKETS
-
     cumulative, buckets = 0, []
     for bound, count in zip((*DURATION_BUCKETS, math.inf), state.bucket_counts, strict=True):
         cumulative += count

@@ -21,11 +21,9 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 
-from .durations import format_duration, parse_duration
-from .yamlsource import LineDict, LineList
+from probes.durations import Duration, format_duration, parse_duration
 
-# A float number of seconds, written in config as 500ms, 10s, 5m or seconds.
-Duration = Annotated[float, "duration"]
+from .yamlsource import LineDict, LineList
 
 
 @dataclass(frozen=True)

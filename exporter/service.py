@@ -12,7 +12,6 @@ from .config import Config, ConfigError, ProbeSpec, decode_config, load_config, 
 from .exposition import merge_own, render_probes
 from .scheduler import Scheduler
 from .sharding import Shard
-from .state import ProbeState
 from .telemetry import Telemetry
 from .web import Request, Response, Router
 
@@ -33,16 +32,15 @@ class Exporter:
         self.shard = shard or Shard()
         self.telemetry = Telemetry()
         self.telemetry.shard.info({"shard": str(self.shard.index), "shards": str(self.shard.count)})
-        self.scheduler = Scheduler(self.telemetry, on_change=self._changed)
+        self.scheduler = Scheduler(self.telemetry)
         self.config: Config | None = None
         self.ready = False
         # Serializes reloads and API registrations so the last change is the last applied.
         self._lock = threading.RLock()
         self._file_digest = ""
         self._stop = threading.Event()
-        # Other sources of probes (the status API's registered probes) plug in here.
-        self.extra_probes: Callable[[], list[ProbeSpec]] = list
-        self.change_listeners: list[Callable[[ProbeState], None]] = []
+        # Other sources of probes (the status API's registered probes): add_probe_source.
+        self._probe_sources: list[Callable[[], list[ProbeSpec]]] = []
         # POST/PUT /-/reload answer 403 unless serve runs with --web.enable-lifecycle.
         self.lifecycle = False
 
@@ -99,13 +97,16 @@ class Exporter:
         with self._lock:
             assert self.config is not None
             specs = {p.name: p for p in self.config.probes}
-            for spec in self.extra_probes():
-                specs.setdefault(spec.name, spec)
+            for source in self._probe_sources:
+                for spec in source():
+                    specs.setdefault(spec.name, spec)
             self.scheduler.apply([s for s in specs.values() if self.shard.owns(s.name)])
 
-    def _changed(self, state: ProbeState) -> None:
-        for listener in self.change_listeners:
-            listener(state)
+    def add_probe_source(self, source: Callable[[], list[ProbeSpec]]) -> None:
+        """Merge ``source()``'s probes after the config file's at every apply (a name the
+        file already has keeps the file's probe), from the next apply on."""
+        with self._lock:
+            self._probe_sources.append(source)
 
     # -- watching ------------------------------------------------------------
     def watch(self, interval: float, settle: float = WATCH_SETTLE) -> None:

@@ -20,12 +20,10 @@ import time
 from probes.base import Result, truncate
 
 from .config import ProbeSpec
-from .exposition import LabelSet, ProbeLines, render_probe, with_skipped
+from .exposition import DURATION_BUCKETS, LabelSet, ProbeLines, render_probe, with_skipped
 from .history import Run, RunHistory
 from .peer_data import clean_result
 
-# Nine buckets from 5ms to 30s, rendered only for probes with `histogram: true`.
-DURATION_BUCKETS = (0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 30.0)
 RECENT_RUNS = 100
 SETTLE_RUNS = 2  # rules.yml's `< 2`: successes in a row that resolve ProbeFailing
 SETTLE_SECONDS = 900.0
@@ -109,14 +107,3 @@ class ProbeState:
         self.skipped_by_cause[cause] = self.skipped_by_cause.get(cause, 0) + 1
         self.lines = with_skipped(self.lines, self)
 
-    def adopt_counters(self, old: ProbeState) -> None:
-        """Carry counters and history across a reload that kept the definition."""
-        self.skipped_by_cause = dict(old.skipped_by_cause)
-        for attr in ("runs_total", "failures_total", "consecutive_failures",
-                     "consecutive_successes", "duration_sum", "last", "last_latency",
-                     "last_run_at", "last_change_at", "next_run_at", "created_at",
-                     "troubled", "settling_since", "failure_reason", "failure_message"):
-            setattr(self, attr, getattr(old, attr))
-        self.bucket_counts = list(old.bucket_counts)
-        self.recent = old.recent.copy()
-        self.lines = render_probe(self)

@@ -3,12 +3,17 @@
 A kind is a class with:
 
 - ``Options``: a dataclass of the kind's own options (the block named after the
-  kind in the config).  Defaults live on the dataclass; ``check(target)`` returns
-  ``(key, message)`` pairs for semantic errors and compiles regexes or paths.
-- ``__init__(self, spec)``: takes a ``exporter.config.ProbeSpec`` whose
-  ``options`` attribute is an instance of ``Options``.
+  kind in the config).  Defaults live on the dataclass; an optional ``check(self)``
+  returns ``(key, message)`` pairs for semantic errors and compiles regexes or paths
+  (exporter.options calls it on every options dataclass it builds, nested ones too).
+- ``__init__(self, spec)``: takes the exporter's ``ProbeSpec`` (exporter/config.py;
+  kinds type it ``Any``, as probes/ never imports the exporter) whose ``options``
+  attribute is an instance of ``Options``.
 - ``async def run(self) -> Result``: one run, no retries, no sleeping between
   runs.  The scheduler measures latency and cuts the run at ``spec.timeout``.
+- optional ``validate(spec) -> [(key, message)]`` (classmethod): checks that need the
+  whole spec (target, timeout), not only the options.
+- optional ``default_target``: the target when the config gives none.
 - optional ``preflight(spec) -> str | None`` (classmethod): an environment check
   done at config-check time (privileges, optional dependencies).
 - optional ``shutdown()`` (classmethod): release process-wide resources when the

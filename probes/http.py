@@ -29,8 +29,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from cryptography import x509
 
-from exporter import __version__
-
+from . import __version__
 from .base import Reading, Result, truncate
 from .expectations import (
     JsonExpectation,

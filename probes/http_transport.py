@@ -16,7 +16,6 @@ cancellation closes its socket at once.
 from __future__ import annotations
 
 import base64
-import errno
 import socket
 import ssl
 from collections.abc import Iterator
@@ -27,10 +26,10 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from .base import Result, resolve, truncate
+from .oserrors import UNREACHABLE_ERRNOS
 from .tls import ssl_reason
 
 _FAMILIES = {"ip4": socket.AF_INET, "ip6": socket.AF_INET6}
-_UNREACHABLE = (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EADDRNOTAVAIL, errno.ENETDOWN)
 
 
 def proxy_problem(proxy: str) -> str:
@@ -147,7 +146,7 @@ def transport_failure(exc: BaseException, timeout: float, tls: bool = False) -> 
     for e in chain:
         if isinstance(e, ConnectionRefusedError):
             return Result.fail("refused", f"{via}connection refused{_peer(chain)}")
-        if isinstance(e, OSError) and e.errno in _UNREACHABLE:
+        if isinstance(e, OSError) and e.errno in UNREACHABLE_ERRNOS:
             return Result.fail("unreachable", f"{via}{e.strerror or e}{_peer(chain)}")
     if isinstance(exc, aiohttp.ClientPayloadError):
         return Result.fail("unexpected_response", f"broken body: {_innermost(chain)}")

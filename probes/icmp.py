@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import os
 import random
 import socket
@@ -32,11 +31,10 @@ from typing import Any, Literal
 from icmplib import ICMPRequest, ICMPv4Socket, ICMPv6Socket, async_resolve
 from icmplib.exceptions import ICMPLibError, NameLookupError, SocketPermissionError
 
-from exporter.durations import format_duration
-from exporter.options import Duration
-
 from .base import Reading, Result
+from .durations import Duration, format_duration
 from .netaddr import is_ip
+from .oserrors import UNREACHABLE_ERRNOS
 
 RTT = "probewatch_probe_icmp_rtt_seconds"
 LOSS = "probewatch_probe_icmp_loss_ratio"
@@ -45,7 +43,6 @@ MARGIN = 0.05
 MAX_COUNT = 100
 MAX_PAYLOAD = 65000
 RECEIVE_BUFFER = 4 * 1024 * 1024
-UNREACHABLE_ERRNOS = {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EADDRNOTAVAIL}
 SCM_TIMESTAMPNS = getattr(socket, "SCM_TIMESTAMPNS", 35)
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 HOSTNAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.")

@@ -92,11 +92,6 @@ def load_key(path: str) -> bytes:
     return key
 
 
-def new_key() -> str:
-    """A fresh key in the form key files hold (64 hex digits)."""
-    return secrets.token_hex(32)
-
-
 def _mac(key: bytes, *parts: bytes) -> str:
     return hmac.new(key, b"".join(parts), hashlib.sha256).hexdigest()
 

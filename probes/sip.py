@@ -32,9 +32,8 @@ from typing import Any, Literal
 
 import pjsua2  # noqa: F401 - a missing extra fails the config check (probes/registry.py)
 
-from exporter.durations import format_duration
-
 from .base import Result, resolve
+from .durations import format_duration
 from .netaddr import is_ip
 from .secret_files import read_secret_text
 from .sip_endpoint import SipEndpoint, SipUnavailable

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import socket
 import ssl
 from dataclasses import dataclass
@@ -23,10 +22,10 @@ from typing import Any
 from .base import Result, unescape
 from .expectations import TextExpectation, TextMatcher, decode_reply, shown
 from .netaddr import is_ip, split_host_port, target_problems
+from .oserrors import os_error_reason
 from .tls import TlsOptions, ssl_context, ssl_reason, unreadable
 
 READ_LIMIT = 64 * 1024
-UNREACHABLE = {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EADDRNOTAVAIL}
 
 
 @dataclass
@@ -95,8 +94,7 @@ class TcpProbe:
         except ssl.SSLError as exc:
             return Result.fail("tls", f"TLS handshake with {self.spec.target} failed: {ssl_reason(exc)}")
         except OSError as exc:
-            reason = "unreachable" if exc.errno in UNREACHABLE else "error"
-            return Result.fail(reason, f"{self.spec.target}: {exc.strerror or exc}")
+            return Result.fail(os_error_reason(exc), f"{self.spec.target}: {exc.strerror or exc}")
 
     async def _connect_only(self) -> Result:
         """Just a connect: a bare non-blocking socket is far cheaper than streams."""

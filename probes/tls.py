@@ -1,4 +1,4 @@
-"""TLS client options shared by the kinds that speak TLS (http, json; tcp may follow).
+"""TLS client options shared by the kinds that speak TLS (http, json, tcp; sip reads ``unreadable``).
 
 ``TlsOptions`` is the ``tls:`` block of a kind's options; ``ssl_context(opts)``
 returns an ``ssl.SSLContext`` for it.  Contexts are shared between probes with

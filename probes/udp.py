@@ -26,10 +26,9 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
-from exporter.durations import format_duration
-
 from . import signing
 from .base import Reading, Result, unescape
+from .durations import format_duration
 from .expectations import (
     JsonExpectation,
     TextExpectation,
@@ -40,7 +39,7 @@ from .expectations import (
     shown,
 )
 from .netaddr import split_host_port, target_problems
-from .tcp import UNREACHABLE
+from .oserrors import os_error_reason
 
 UDP_PAYLOAD_LIMIT = 65507
 OPERATION_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -133,8 +132,7 @@ def _socket_failure(exc: OSError, target: str) -> Result:
         return Result.fail("unreachable", f"cannot resolve {target}: {exc.strerror or exc}")
     if isinstance(exc, ConnectionRefusedError):
         return Result.fail("refused", f"{target} refused the datagram (ICMP port unreachable)")
-    reason = "unreachable" if exc.errno in UNREACHABLE else "error"
-    return Result.fail(reason, f"{target}: {exc.strerror or exc}")
+    return Result.fail(os_error_reason(exc), f"{target}: {exc.strerror or exc}")
 
 
 def value_readings(doc: Any) -> list[Reading]:

@@ -65,7 +65,7 @@ class RegisteredSource:
 
 def attach(exporter: Exporter, router: Router) -> None:
     source = RegisteredSource(exporter)
-    exporter.extra_probes = source.specs
+    exporter.add_probe_source(source.specs)
     router.add("GET", "/", StatusPage(exporter).get)
     api = StatusApi(exporter, source.store)
     api.add_routes(router)

@@ -120,7 +120,7 @@ def test_the_watcher_survives_an_exception_in_a_reload(tmp_path: Path) -> None:
 
     try:
         exporter.start()
-        exporter.extra_probes = flaky
+        exporter.add_probe_source(flaky)
         exporter.watch(0.1, settle=0.1)
         config.write_text(_config(server.target, 2))
         wait_for(lambda: exporter.scheduler.state("p01") is not None, 10,
