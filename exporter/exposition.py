@@ -162,32 +162,75 @@ def _header(name: str, typ: str, help_text: str, openmetrics: bool) -> str:
     return f"# HELP {name} {help_text}\n# TYPE {name} {typ}\n"
 
 
-def render_probes(states: Iterable[ProbeState], openmetrics: bool = False) -> list[bytes]:
-    """All probe families, grouped, with headers; no trailing # EOF.
+@dataclass(frozen=True)
+class Family:
+    """One family's samples, headers not yet added: what a shard of probes contributes.
 
-    Each family is encoded as soon as it is joined, so a scrape of 10,000
-    probes holds one family as text at a time, not the whole page three times.
+    Families from several shards (worker processes) with the same ``name`` are
+    joined by ``assemble`` under one HELP/TYPE header.
+    """
+
+    name: str
+    type: str
+    help: str
+    samples: tuple[bytes, ...]
+
+
+def probe_families(states: Iterable[ProbeState]) -> list[Family]:
+    """The probe families of ``states`` in exposition order (fixed ones, then extras by name).
+
+    Sample lines are the same in both formats, so this does not depend on the format.
     """
     lines = [s.lines for s in states]
-    parts: list[bytes] = []
+    families: list[Family] = []
     for i, (name, typ, help_text) in enumerate(FAMILIES):
         # Joined in blocks: a single join of 10,000 probes holds the GIL for tens
         # of milliseconds, and the scheduler's event loop would wait for it.
-        blocks = [
-            b"".join([pl.fixed[i] for pl in lines[start:start + _BLOCK]])
-            for start in range(0, len(lines), _BLOCK)
-        ]
-        if any(blocks):
-            parts.append(_header(name, typ, help_text, openmetrics).encode())
-            parts.extend(b for b in blocks if b)
+        blocks = tuple(
+            block for start in range(0, len(lines), _BLOCK)
+            if (block := b"".join([pl.fixed[i] for pl in lines[start:start + _BLOCK]]))
+        )
+        if blocks:
+            families.append(Family(name, typ, help_text, blocks))
     extras: dict[str, tuple[str, list[bytes]]] = {}
     for pl in lines:
         for metric, (help_text, text) in pl.extra.items():
             extras.setdefault(metric, (help_text, []))[1].append(text)
     for metric in sorted(extras):
         help_text, texts = extras[metric]
-        parts.append(_header(metric, "gauge", help_text, openmetrics).encode() + b"".join(texts))
+        families.append(Family(metric, "gauge", help_text, (b"".join(texts),)))
+    return families
+
+
+def assemble(shards: Iterable[list[Family]], openmetrics: bool = False) -> list[bytes]:
+    """Families of one or more shards as exposition parts: each name once, with its header.
+
+    Fixed families keep their FAMILIES order, extras follow sorted by name; the
+    first shard that has a family gives its HELP.  No trailing # EOF.
+    """
+    merged: dict[str, tuple[Family, list[bytes]]] = {}
+    for families in shards:
+        for fam in families:
+            if fam.name in merged:
+                merged[fam.name][1].extend(fam.samples)
+            else:
+                merged[fam.name] = (fam, list(fam.samples))
+    order = sorted(merged, key=lambda n: (INDEX.get(n, len(FAMILIES)), n))
+    parts: list[bytes] = []
+    for name in order:
+        fam, samples = merged[name]
+        parts.append(_header(fam.name, fam.type, fam.help, openmetrics).encode())
+        parts.extend(samples)
     return parts
+
+
+def render_probes(states: Iterable[ProbeState], openmetrics: bool = False) -> list[bytes]:
+    """All probe families of one process, grouped, with headers; no trailing # EOF.
+
+    Each family is encoded as soon as it is joined, so a scrape of 10,000
+    probes holds one family as text at a time, not the whole page three times.
+    """
+    return assemble([probe_families(states)], openmetrics)
 
 
 def merge_own(probe_parts: list[bytes], own: bytes, openmetrics: bool) -> list[bytes]:

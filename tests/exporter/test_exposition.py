@@ -11,7 +11,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
 from exporter.config import parse_config
-from exporter.exposition import merge_own, render_probes, samples_of
+from exporter.exposition import assemble, merge_own, probe_families, render_probes, samples_of
 from exporter.state import SETTLE_SECONDS, ProbeState
 from exporter.telemetry import Telemetry
 from probes.base import Reading, Result
@@ -195,3 +195,22 @@ def exporter_runs(exporter: Running) -> list[dict[str, str]]:
     status, body, _ = exporter.get("/api/v1/probes/clock")
     assert status == 200, body
     return list(json.loads(body)["runs"])
+
+
+def test_families_of_two_shards_assemble_under_one_header_each() -> None:
+    """What worker processes' probe sets merge into: each family once, every sample kept."""
+    config = """
+probes:
+  - {name: a, kind: tcp, target: "127.0.0.1:80"}
+  - {name: b, kind: tcp, target: "127.0.0.1:81"}
+"""
+    a, b = (ProbeState(spec) for spec in parse_config(config, "x.yml").probes)
+    a.record(Result.ok(readings=[Reading("probewatch_probe_value", 3, "A value.")]), 0.001, 1.0)
+    b.record(Result.fail("refused", "no"), 0.001, 1.0)
+    merged = b"".join(assemble([probe_families([a]), probe_families([b])])).decode()
+    single = render([a, b])
+    assert sorted(merged.splitlines()) == sorted(single.splitlines())
+    assert merged.count("# TYPE probewatch_probe_up gauge") == 1
+    assert merged.count("# HELP probewatch_probe_value ") == 1
+    families = {f.name: f.samples for f in parse_text(merged)}
+    assert {s.labels["probe"] for s in families["probewatch_probe_up"]} == {"a", "b"}
