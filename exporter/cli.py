@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from probes.base import Result
 from probes.redact import mask_log_records
 from probes.registry import KindUnavailable, get_kind, kind_names, loaded_kinds
+from probes.runner import run_once
 
 from . import __version__, logs
 from . import config as config_module
@@ -25,7 +26,6 @@ from .config import ConfigError, load_config
 from .durations import parse_duration
 from .exposition import samples_of
 from .options import describe_options, did_you_mean
-from .scheduler import run_probe
 from .service import Exporter
 from .sharding import Shard, ordinal_from_hostname, parse_shard
 from .state import ProbeState
@@ -310,6 +310,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _log_raised(exc: Exception) -> None:
+    log.error("probe raised", extra={"error": f"{type(exc).__name__}: {exc}"})
+
+
 def cmd_probe(args: argparse.Namespace) -> int:
     logs.setup(args.log_level, args.log_file or None, args.log_format)
     try:
@@ -326,7 +330,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
     async def once() -> tuple[Result, float, float]:
         probe = get_kind(spec.kind)(spec_active)
-        return await run_probe(probe, spec_active)
+        return await run_once(probe, spec_active, _log_raised)
 
     try:
         result, latency, started = asyncio.run(once())

@@ -1,4 +1,4 @@
-"""The probe config: shared fields on ProbeSpec, kind options on the kind's dataclass.
+"""The probe config: shared fields on ProbeSpec (probes/spec.py), kind options on the kind's dataclass.
 
 ``load_config(path)`` returns a Config or raises ConfigError carrying every
 problem found, each rendered as ``FILE:LINE: probes[i] (name): key: what``.
@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import hashlib
-import json
 import os
 import re
 import stat
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-from probes.redact import mask_text, mask_value
+from probes.redact import mask_text
 from probes.registry import KindUnavailable, get_kind, kind_names
+from probes.spec import ProbeSpec
 
 from . import limits
 from .durations import format_duration
@@ -126,64 +125,6 @@ class Shared:
     labels: dict[str, str] = field(default_factory=dict)
     failures: int | None = None
     histogram: bool | None = None
-
-
-@dataclass(frozen=True)
-class ProbeSpec:
-    """One probe, resolved: defaults applied, options typed and checked."""
-
-    name: str
-    kind: str
-    target: str
-    period: float
-    timeout: float
-    active: bool
-    labels: tuple[tuple[str, str], ...]
-    failures: int
-    options: Any
-    source: str = "config"  # "config" or "api"
-    histogram: bool = False
-
-    def definition(self, masked: bool = True) -> dict[str, Any]:
-        """The resolved definition as plain data: secrets masked for showing
-        (probes.redact), whole for change detection."""
-        out = {
-            "name": self.name,
-            "kind": self.kind,
-            "target": self.target,
-            "period": format_duration(self.period),
-            "timeout": format_duration(self.timeout),
-            "active": self.active,
-            "labels": dict(self.labels),
-            "failures": self.failures,
-            **({"histogram": True} if self.histogram else {}),
-            self.kind: options_as_dict(self.options),
-        }
-        return mask_value(out) if masked else out
-
-    @property
-    def shown_target(self) -> str:
-        """The target with any password or token in it masked."""
-        return mask_text(self.target)
-
-    @property
-    def fingerprint(self) -> str:
-        blob = json.dumps(self.definition(masked=False), sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def options_as_dict(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {
-            f.metadata.get("key", f.name): options_as_dict(getattr(obj, f.name))
-            for f in dataclasses.fields(obj)
-            if f.init
-        }
-    if isinstance(obj, list):
-        return [options_as_dict(v) for v in obj]
-    if isinstance(obj, dict):
-        return {k: options_as_dict(v) for k, v in obj.items()}
-    return obj
 
 
 @dataclass

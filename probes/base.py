@@ -6,9 +6,12 @@ A kind is a subclass of ``Kind`` registered in probes/registry.py:
   kind in the config).  Defaults live on the dataclass; an optional ``check(self)``
   returns ``(key, message)`` pairs for semantic errors and compiles regexes or paths
   (exporter.options calls it on every options dataclass it builds, nested ones too).
-- ``__init__(self, spec)``: takes the probe's spec (``spec.options`` is an
-  instance of ``Options``); the base class keeps both as ``self.spec`` and
-  ``self.options``.
+- ``__init__(self, spec)``: takes the probe's ``ProbeSpec`` (probes/spec.py;
+  ``spec.options`` is an instance of ``Options``); the base class keeps both as
+  ``self.spec`` and ``self.options``, typed by the class's parameter:
+  ``class TcpProbe(Kind[TcpOptions])`` has ``self.options: TcpOptions``.  A kind
+  that prepares more calls ``super().__init__(spec)`` first.  A kind class
+  without a docstring of its own takes its module's (``probewatch kinds``).
 - ``async def run(self, deadline) -> Result``: one run, no retries, no sleeping
   between runs.  ``deadline`` is the event loop time (``loop.time()``) at which
   the scheduler cuts the run; a kind may use it for its own waits but needs no
@@ -34,10 +37,14 @@ import asyncio
 import concurrent.futures
 import functools
 import socket
+import sys
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from .durations import format_duration
+from .spec import ProbeSpec
+
+O = TypeVar("O")  # noqa: E741 - the kind's Options dataclass
 
 # The fixed set of failure reasons (probewatch_probe_failure_info{reason}).
 REASONS = (
@@ -98,22 +105,28 @@ class Result:
         return cls(up=False, code=code, reason=reason, message=message, **kw)
 
 
-class Kind:
+class Kind(Generic[O]):
     """The base class of every probe kind (the module docstring is the contract)."""
 
-    Options: ClassVar[type]
+    Options: ClassVar[type[Any]]
     default_target: ClassVar[str | None] = None
 
-    def __init__(self, spec: Any) -> None:
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        if cls.__dict__.get("__doc__") is None:
+            module = sys.modules.get(cls.__module__)
+            cls.__doc__ = module.__doc__ if module is not None else None
+
+    def __init__(self, spec: ProbeSpec[O]) -> None:
         self.spec = spec
-        self.options = spec.options
+        self.options: O = spec.options
 
     @classmethod
-    def validate(cls, spec: Any) -> list[tuple[str, str]]:
+    def validate(cls, spec: ProbeSpec[O]) -> list[tuple[str, str]]:
         return []
 
     @classmethod
-    def preflight(cls, spec: Any) -> str | None:
+    def preflight(cls, spec: ProbeSpec[O]) -> str | None:
         return None
 
     @classmethod

@@ -24,9 +24,9 @@ import shutil
 import signal
 import threading
 from dataclasses import dataclass, field
-from typing import Any
 
 from .base import Kind, Result
+from .spec import ProbeSpec
 
 OUTPUT_LIMIT = 4096
 # After the command exits: how long output still in the pipe may take to arrive.
@@ -70,14 +70,12 @@ class CommandOptions:
         return frozenset(self.ok_codes or [0])
 
 
-class CommandProbe(Kind):
-    __doc__ = __doc__
+class CommandProbe(Kind[CommandOptions]):
     Options = CommandOptions
     default_target = "localhost"
 
-    def __init__(self, spec: Any) -> None:
-        self.spec = spec
-        self.options: CommandOptions = spec.options
+    def __init__(self, spec: ProbeSpec[CommandOptions]) -> None:
+        super().__init__(spec)
         self.argv = (["/bin/sh", "-c", self.options.argv[0]] if self.options.shell
                      else list(self.options.argv))
         self.env = {**os.environ, **self.options.env} if self.options.env else None

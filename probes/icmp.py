@@ -35,6 +35,7 @@ from .base import Kind, Reading, Result
 from .durations import Duration, format_duration
 from .netaddr import is_ip
 from .oserrors import UNREACHABLE_ERRNOS
+from .spec import ProbeSpec
 
 RTT = "probewatch_probe_icmp_rtt_seconds"
 LOSS = "probewatch_probe_icmp_loss_ratio"
@@ -95,21 +96,19 @@ def reply_wait(spec: Any) -> float:
     return spec.timeout * (1 - MARGIN) - (opts.count - 1) * opts.interval
 
 
-class IcmpProbe(Kind):
-    __doc__ = __doc__
+class IcmpProbe(Kind[IcmpOptions]):
     Options = IcmpOptions
 
-    def __init__(self, spec: Any) -> None:
-        self.spec = spec
-        self.options: IcmpOptions = spec.options
+    def __init__(self, spec: ProbeSpec[IcmpOptions]) -> None:
+        super().__init__(spec)
         self.family = target_family(spec.target, self.options.ip_family)
         self.wait = reply_wait(spec)
         self.payload = (b"probewatch icmp " * (self.options.payload_size // 16 + 1))[
             : self.options.payload_size]
 
     @classmethod
-    def validate(cls, spec: Any) -> list[tuple[str, str]]:
-        opts: IcmpOptions = spec.options
+    def validate(cls, spec: ProbeSpec[IcmpOptions]) -> list[tuple[str, str]]:
+        opts = spec.options
         host = spec.target
         out = []
         if is_ip(host):
@@ -131,7 +130,7 @@ class IcmpProbe(Kind):
         return out
 
     @classmethod
-    def preflight(cls, spec: Any) -> str | None:
+    def preflight(cls, spec: ProbeSpec[IcmpOptions]) -> str | None:
         """Say how to fix it when this process may open no ICMP socket at all."""
         family = target_family(spec.target, spec.options.ip_family)
         try:

@@ -28,7 +28,7 @@ import socket
 import ssl
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import pjsua2  # noqa: F401 - a missing extra fails the config check (probes/registry.py)
 
@@ -38,6 +38,7 @@ from .netaddr import is_ip
 from .secret_files import read_secret_text
 from .sip_endpoint import SipEndpoint, SipUnavailable
 from .sip_request import Credentials, SipOutcome, SipRequest
+from .spec import ProbeSpec
 from .tls import unreadable
 
 log = logging.getLogger("probewatch.sip")
@@ -174,13 +175,11 @@ def read_password(path: str) -> str:
     return password
 
 
-class SipProbe(Kind):
-    __doc__ = __doc__
+class SipProbe(Kind[SipOptions]):
     Options = SipOptions
 
-    def __init__(self, spec: Any) -> None:
-        self.spec = spec
-        self.options: SipOptions = spec.options
+    def __init__(self, spec: ProbeSpec[SipOptions]) -> None:
+        super().__init__(spec)
         self.target = parse_target(spec.target)
         self.transport = transport_of(self.target, self.options.transport)
         self.uri = spec.target.strip()
@@ -194,12 +193,12 @@ class SipProbe(Kind):
             threading.Thread(target=_start_quietly, name="pjsua2-start", daemon=True).start()
 
     @classmethod
-    def validate(cls, spec: Any) -> list[tuple[str, str]]:
+    def validate(cls, spec: ProbeSpec[SipOptions]) -> list[tuple[str, str]]:
         try:
             target = parse_target(spec.target)
         except ValueError as exc:
             return [("target", str(exc))]
-        opts: SipOptions = spec.options
+        opts = spec.options
         _LEVELS.add(opts.log_level)  # known before the endpoint starts with the highest
         out = []
         try:

@@ -23,6 +23,7 @@ from .base import Kind, Result, unescape
 from .expectations import TextExpectation, TextMatcher, decode_reply, shown
 from .netaddr import is_ip, split_host_port, target_problems
 from .oserrors import os_error_reason
+from .spec import ProbeSpec
 from .tls import TlsOptions, ssl_context, ssl_reason, unreadable
 
 READ_LIMIT = 64 * 1024
@@ -60,13 +61,11 @@ class TcpOptions:
         return out
 
 
-class TcpProbe(Kind):
-    __doc__ = __doc__
+class TcpProbe(Kind[TcpOptions]):
     Options = TcpOptions
 
-    def __init__(self, spec: Any) -> None:
-        self.spec = spec
-        self.options: TcpOptions = spec.options
+    def __init__(self, spec: ProbeSpec[TcpOptions]) -> None:
+        super().__init__(spec)
         self.host, self.port = split_host_port(spec.target)
         self.literal_ip = is_ip(self.host)  # no resolver round trip for addresses
         self.send = unescape(self.options.send).encode()
@@ -79,7 +78,7 @@ class TcpProbe(Kind):
                                   insecure_skip_verify=self.options.insecure_skip_verify)
 
     @classmethod
-    def validate(cls, spec: Any) -> list[tuple[str, str]]:
+    def validate(cls, spec: ProbeSpec[TcpOptions]) -> list[tuple[str, str]]:
         return target_problems(spec.target)
 
     async def run(self, deadline: float) -> Result:

@@ -40,6 +40,7 @@ from .expectations import (
 )
 from .netaddr import split_host_port, target_problems
 from .oserrors import os_error_reason
+from .spec import ProbeSpec
 
 UDP_PAYLOAD_LIMIT = 65507
 OPERATION_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -157,18 +158,16 @@ def agent_errors(doc: dict[str, Any]) -> str:
     return "; ".join(parts) or "no error given"
 
 
-class UdpProbe(Kind):
-    __doc__ = __doc__
+class UdpProbe(Kind[UdpOptions]):
     Options = UdpOptions
 
-    def __init__(self, spec: Any) -> None:
-        self.spec = spec
-        self.options: UdpOptions = spec.options
+    def __init__(self, spec: ProbeSpec[UdpOptions]) -> None:
+        super().__init__(spec)
         self.host, self.port = split_host_port(spec.target)
         self.matcher = TextMatcher(self.options.expect) if self.options.expect is not None else None
 
     @classmethod
-    def validate(cls, spec: Any) -> list[tuple[str, str]]:
+    def validate(cls, spec: ProbeSpec[UdpOptions]) -> list[tuple[str, str]]:
         return target_problems(spec.target)
 
     async def run(self, deadline: float) -> Result:

@@ -22,8 +22,7 @@ from pathlib import Path
 import pytest
 
 from exporter.config import parse_config
-from exporter.scheduler import run_probe
-from probes import icmp
+from probes import icmp, runner
 from probes.base import Result
 from tests.probes.run import once, run_once
 from tests.support import ROOT, missing, probewatch_argv, require_binary
@@ -107,7 +106,7 @@ def test_a_thousand_probes_share_one_socket_and_no_threads() -> None:
 
     async def go() -> list[Result]:
         async def one(spec: object) -> Result:
-            result, _, _ = await run_probe(icmp.IcmpProbe(spec), spec)  # type: ignore[arg-type]
+            result, _, _ = await runner.run_once(icmp.IcmpProbe(spec), spec)
             return result
 
         tasks = [asyncio.ensure_future(one(s)) for s in specs]

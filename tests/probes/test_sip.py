@@ -35,8 +35,7 @@ if importlib.util.find_spec("pjsua2") is None:  # the optional extra: pip instal
                 allow_module_level=True)
 
 from exporter.config import parse_config
-from exporter.scheduler import run_probe
-from probes import sip
+from probes import runner, sip
 from probes.base import Result
 from tests.exporter.exporter_process import serve
 from tests.probes.run import run_once
@@ -147,7 +146,7 @@ def run_together(specs: list[Any]) -> list[Result]:
     """Run every spec once, all at the same time, on one event loop."""
     async def go() -> list[Result]:
         async def one(spec: Any) -> Result:
-            result, _, _ = await run_probe(sip.SipProbe(spec), spec)
+            result, _, _ = await runner.run_once(sip.SipProbe(spec), spec)
             return result
 
         return await asyncio.gather(*(one(s) for s in specs))

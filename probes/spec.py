@@ -1,0 +1,78 @@
+"""The spec every kind receives: one probe, resolved (defaults applied, options typed).
+
+exporter.config builds it from the file or a status API body; a kind reads the
+shared fields (target, timeout ...) and its own ``options`` (an instance of its
+``Options`` dataclass, hence the type parameter: ``ProbeSpec[TcpOptions]``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from .durations import format_duration
+from .redact import mask_text, mask_value
+
+O = TypeVar("O")  # noqa: E741 - the kind's Options dataclass
+
+
+@dataclass(frozen=True)
+class ProbeSpec(Generic[O]):
+    """One probe, resolved: defaults applied, options typed and checked."""
+
+    name: str
+    kind: str
+    target: str
+    period: float
+    timeout: float
+    active: bool
+    labels: tuple[tuple[str, str], ...]
+    failures: int
+    options: O
+    source: str = "config"  # "config" or "api"
+    histogram: bool = False
+
+    def definition(self, masked: bool = True) -> dict[str, Any]:
+        """The resolved definition as plain data: secrets masked for showing
+        (probes.redact), whole for change detection."""
+        out = {
+            "name": self.name,
+            "kind": self.kind,
+            "target": self.target,
+            "period": format_duration(self.period),
+            "timeout": format_duration(self.timeout),
+            "active": self.active,
+            "labels": dict(self.labels),
+            "failures": self.failures,
+            **({"histogram": True} if self.histogram else {}),
+            self.kind: options_as_dict(self.options),
+        }
+        return mask_value(out) if masked else out
+
+    @property
+    def shown_target(self) -> str:
+        """The target with any password or token in it masked."""
+        return mask_text(self.target)
+
+    @property
+    def fingerprint(self) -> str:
+        blob = json.dumps(self.definition(masked=False), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def options_as_dict(obj: Any) -> Any:
+    """An options dataclass as plain data, keyed as the config writes it."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {
+            f.metadata.get("key", f.name): options_as_dict(getattr(obj, f.name))
+            for f in dataclasses.fields(obj)
+            if f.init
+        }
+    if isinstance(obj, list):
+        return [options_as_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: options_as_dict(v) for k, v in obj.items()}
+    return obj
