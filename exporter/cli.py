@@ -30,7 +30,7 @@ from .service import Exporter
 from .sharding import Shard, ordinal_from_hostname, parse_shard
 from .state import ProbeState
 from .status import attach as attach_status
-from .status.registry import api_problems
+from .status.store import api_problems
 from .web import (
     DEFAULT_MAX_CONNECTIONS,
     Router,

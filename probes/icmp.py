@@ -26,7 +26,7 @@ import socket
 import struct
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from icmplib import ICMPRequest, ICMPv4Socket, ICMPv6Socket, async_resolve
 from icmplib.exceptions import ICMPLibError, NameLookupError, SocketPermissionError
@@ -39,8 +39,6 @@ from .spec import ProbeSpec
 
 RTT = "probewatch_probe_icmp_rtt_seconds"
 LOSS = "probewatch_probe_icmp_loss_ratio"
-# Room left before the scheduler's cut so a run can still report its own loss.
-MARGIN = 0.05
 MAX_COUNT = 100
 MAX_PAYLOAD = 65000
 RECEIVE_BUFFER = 4 * 1024 * 1024
@@ -88,12 +86,10 @@ def target_family(host: str, ip_family: int | None) -> int:
     return ip_family or 4
 
 
-def reply_wait(spec: Any) -> float:
-    """Seconds to wait for each reply: timeout_ms, or what the probe's timeout leaves."""
-    opts: IcmpOptions = spec.options
-    if opts.timeout_ms is not None:
-        return opts.timeout_ms / 1000
-    return spec.timeout * (1 - MARGIN) - (opts.count - 1) * opts.interval
+def reply_wait(spec: ProbeSpec[IcmpOptions]) -> float | None:
+    """Seconds to wait for each reply: timeout_ms; None: until the run's deadline."""
+    opts = spec.options
+    return opts.timeout_ms / 1000 if opts.timeout_ms is not None else None
 
 
 class IcmpProbe(Kind[IcmpOptions]):
@@ -103,6 +99,8 @@ class IcmpProbe(Kind[IcmpOptions]):
         super().__init__(spec)
         self.family = target_family(spec.target, self.options.ip_family)
         self.wait = reply_wait(spec)
+        self._sent: list[_Echo] = []
+        self._send_errors: list[str] = []
         self.payload = (b"probewatch icmp " * (self.options.payload_size // 16 + 1))[
             : self.options.payload_size]
 
@@ -118,7 +116,7 @@ class IcmpProbe(Kind[IcmpOptions]):
         elif not host or not set(host) <= HOSTNAME_CHARS or ".." in host:
             out.append(("target", f"{host!r} is neither an IP address nor a host name"))
         sending = (opts.count - 1) * opts.interval
-        budget = spec.timeout * (1 - MARGIN)
+        budget = spec.timeout
         how = f"{opts.count} requests {format_duration(opts.interval)} apart"
         if opts.timeout_ms is not None:
             if sending + opts.timeout_ms / 1000 > budget:
@@ -161,8 +159,10 @@ class IcmpProbe(Kind[IcmpOptions]):
         except (ICMPLibError, OSError) as exc:
             return Result.fail("error", f"cannot open an ICMPv{self.family} socket: {exc}")
         opts = self.options
+        # Kept on the instance: a run cut at its deadline reports the replies so far (timed_out).
         sent: list[_Echo] = []
         send_errors: list[str] = []
+        self._sent, self._send_errors = sent, send_errors
         try:
             start = loop.time()
             for i in range(opts.count):
@@ -174,15 +174,20 @@ class IcmpProbe(Kind[IcmpOptions]):
                     send_errors.append(exc.strerror or str(exc))
                     if exc.errno not in UNREACHABLE_ERRNOS:
                         raise
-            if sent:
-                last_deadline = sent[-1].sent_at_loop + self.wait
-                pending = [e.future for e in sent if not e.future.done()]
-                if pending:
-                    await asyncio.wait(pending, timeout=max(0.0, last_deadline - loop.time()))
+            pending = [e.future for e in sent if not e.future.done()]
+            if pending and self.wait is None:
+                await asyncio.wait(pending)  # until the last reply, or the scheduler's cut
+            elif pending and self.wait is not None:
+                last_deadline = min(deadline, sent[-1].sent_at_loop + self.wait)
+                await asyncio.wait(pending, timeout=max(0.0, last_deadline - loop.time()))
         finally:
             for echo in sent:
                 pinger.forget(echo)
         return self._result(sent, send_errors)
+
+    def timed_out(self, timeout: float) -> Result:
+        """The run was cut at its deadline: the replies that came back by then."""
+        return self._result(self._sent, self._send_errors)
 
     def _result(self, sent: list[_Echo], send_errors: list[str]) -> Result:
         count = self.options.count
@@ -191,7 +196,8 @@ class IcmpProbe(Kind[IcmpOptions]):
         for echo in sent:
             if echo.future.done() and not echo.future.cancelled():
                 kind, value = echo.future.result()
-                if kind == "reply" and isinstance(value, float) and value <= self.wait:
+                if kind == "reply" and isinstance(value, float) and (
+                        self.wait is None or value <= self.wait):
                     rtts.append(value)
                 elif kind == "error":
                     errors.append(str(value))
@@ -214,7 +220,9 @@ class IcmpProbe(Kind[IcmpOptions]):
         if errors:
             return Result.fail("unreachable", f"{summary} ({wanted}): {errors[0]}",
                                code=replies, readings=readings)
-        return Result.fail("timeout", f"{summary} within {self.wait * 1000:.0f}ms each ({wanted})",
+        within = (f"within {self.wait * 1000:.0f}ms each" if self.wait is not None
+                  else f"within {format_duration(self.spec.timeout)}")
+        return Result.fail("timeout", f"{summary} {within} ({wanted})",
                            code=replies, readings=readings)
 
 

@@ -36,14 +36,13 @@ from .base import Kind, Result, resolve
 from .durations import format_duration
 from .netaddr import is_ip
 from .secret_files import read_secret_text
-from .sip_endpoint import SipEndpoint, SipUnavailable
+from .sip_endpoint import Handle, SipEndpoint, SipUnavailable
 from .sip_request import Credentials, SipOutcome, SipRequest
 from .spec import ProbeSpec
 from .tls import unreadable
 
 log = logging.getLogger("probewatch.sip")
 
-MARGIN = 0.05  # of the timeout, kept so a run reports its own timeout
 # The pjsua2-python wheel's pjsua is built without PJ_HAS_IPV6: SIP runs over IPv6,
 # media cannot, so a call to an IPv6 peer cannot be placed.
 NO_IPV6_MEDIA = ("INVITE needs IPv6 media, which the pjsua2-python build lacks;"
@@ -187,7 +186,8 @@ class SipProbe(Kind[SipOptions]):
                 and self.target.scheme == "sip":
             self.uri += f";transport={self.transport}"
         self.success_state = self.options.success_state or "CONFIRMED"
-        self.wait = spec.timeout * (1 - MARGIN)
+        # The call of the run in progress: what a run cut at its deadline reached.
+        self._handle: Handle | None = None
         _LEVELS.add(self.options.log_level)
         if _ENDPOINT is None:  # start it now, off the event loop, so the first run needn't
             threading.Thread(target=_start_quietly, name="pjsua2-start", daemon=True).start()
@@ -223,7 +223,7 @@ class SipProbe(Kind[SipOptions]):
 
     async def run(self, deadline: float) -> Result:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.wait
+        self._handle = None
         try:
             endpoint = await loop.run_in_executor(_STARTER, endpoint_for, max(_LEVELS, default=3))
         except SipUnavailable as exc:
@@ -237,16 +237,15 @@ class SipProbe(Kind[SipOptions]):
             return Result.fail("error", f"sip.auth.password_file {exc}")
         if request.method == "INVITE" and request.family == 6:
             return Result.fail("error", f"{self.spec.target} resolves to IPv6: {NO_IPV6_MEDIA}")
-        handle = endpoint.submit(request)
+        handle = self._handle = endpoint.submit(request)
         try:
-            outcome = await asyncio.wait_for(asyncio.shield(handle.future),
-                                             max(0.0, deadline - loop.time()))
-        except TimeoutError:
-            endpoint.abort(handle.ident)
-            return self._timed_out(handle.state)
+            # The scheduler cuts the wait at the deadline (timed_out says how far it got).
+            outcome = await asyncio.shield(handle.future)
         except asyncio.CancelledError:
+            # Cut or cancelled: the worker thread hangs the call up and forgets it.
             endpoint.abort(handle.ident)
             raise
+        self._handle = None  # held no longer than the run (sip_endpoint.Handle says why)
         return self._result(outcome)
 
     async def _request(self) -> SipRequest:
@@ -266,8 +265,11 @@ class SipProbe(Kind[SipOptions]):
             success_state=self.success_state, ca_file=self.options.ca_file or system_ca_file(),
             verify_server=self.transport == "tls" and not self.options.insecure_skip_verify)
 
-    def _timed_out(self, state: str) -> Result:
-        within = format_duration(self.wait)
+    def timed_out(self, timeout: float) -> Result:
+        """The run was cut at its deadline: say how far the call got (run() has aborted it)."""
+        state = self._handle.state if self._handle is not None else ""
+        self._handle = None
+        within = format_duration(timeout)
         if self.options.method == "INVITE" and state:
             return Result.fail("timeout", f"call to {self.spec.target} reached {state}, not"
                                f" {self.success_state}, within {within}")

@@ -20,7 +20,7 @@ from exporter.durations import parse_duration
 from exporter.web import parse_listen_address
 from probes import signing
 
-from .registry import discover, listing
+from .operations import discover, listing
 from .server import AgentServer, format_address
 
 DEFAULT_LISTEN = ":12345"

@@ -24,7 +24,7 @@ from exporter import __version__
 from exporter.logs import Throttle
 from probes import signing
 
-from .registry import Operation
+from .operations import Operation
 from .replay import ReplayCache
 
 log = logging.getLogger("probewatch.agent")

@@ -20,7 +20,7 @@ from ..web import Router
 from .api import StatusApi
 from .megaphone import attach as attach_megaphone
 from .page import StatusPage
-from .registry import RegisteredProbes, Settings, state_file_path
+from .store import RegisteredProbes, Settings, state_file_path
 
 log = logging.getLogger("probewatch.status")
 

@@ -26,7 +26,7 @@ from ..sharding import Shard
 from ..state import ProbeState
 from ..web import Request, Response, Router
 from .collate import Selection, collate, iso, summary
-from .registry import RegisteredProbes, StoreError, command_refused, resolve
+from .store import RegisteredProbes, StoreError, command_refused, resolve
 
 log = logging.getLogger("probewatch.status")
 

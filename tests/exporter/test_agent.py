@@ -24,7 +24,7 @@ import pytest
 from exporter import __version__
 from exporter.agent import add_arguments
 from exporter.agent import run as agent_run
-from exporter.agent.registry import discover, operation_from_module
+from exporter.agent.operations import discover, operation_from_module
 from exporter.agent.server import AgentServer
 from probes import signing
 from tests.support import ROOT, free_port, probewatch_argv, process, wait_for

@@ -11,7 +11,7 @@ import requests
 
 from tests.exporter.exporter_process import serve
 from tests.exporter.peers import http_peer, udp_peer
-from tests.exporter.test_status_registry import AUTH, get, put, registered, setup, up  # noqa: F401
+from tests.exporter.test_status_store import AUTH, get, put, registered, setup, up  # noqa: F401
 from tests.support import ROOT, probewatch_argv, wait_for
 
 

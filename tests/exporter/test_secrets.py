@@ -12,7 +12,7 @@ import requests
 from probes.redact import mask_text, mask_value
 from tests.exporter.exporter_process import serve
 from tests.exporter.peers import http_peer
-from tests.exporter.test_status_registry import put, setup, up  # noqa: F401
+from tests.exporter.test_status_store import put, setup, up  # noqa: F401
 from tests.support import ROOT, missing, probewatch_argv, wait_for
 
 SECRETS = ("hunter2", "tok123", "key123", "cookie123", "sippw", "jar456")

@@ -219,8 +219,8 @@ def test_options_never_answered_is_a_timeout_reported_by_the_probe() -> None:
     with silent_udp() as port:
         result, latency = run_once(config(f"sip:127.0.0.1:{port}", timeout="1s"))
     assert (result.up, result.code, result.reason) == (False, -1, "timeout")
-    assert result.message == f"no answer to OPTIONS from sip:127.0.0.1:{port} within 950ms"
-    assert 0.9 <= latency < 1.0
+    assert result.message == f"no answer to OPTIONS from sip:127.0.0.1:{port} within 1s"
+    assert 1.0 <= latency < 1.5  # cut at the probe's timeout, which the scheduler alone owns
 
 
 def test_tcp_connection_refused() -> None:
@@ -305,8 +305,8 @@ def test_invite_never_answered_times_out_and_the_call_is_released() -> None:
                                           timeout="1s"))
         assert (result.up, result.code, result.reason) == (False, -1, "timeout")
         assert result.message == (f"call to sip:127.0.0.1:{port} reached CALLING, not"
-                                  " CONFIRMED, within 950ms")
-        assert latency < 1.0
+                                  " CONFIRMED, within 1s")
+        assert latency < 1.5
         wait_for(lambda: endpoint_calls() == 0, timeout=5, what="the call to be released")
 
 

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from exporter.agent.registry import discover
+from exporter.agent.operations import discover
 from exporter.agent.server import AgentServer
 from exporter.config import ConfigError, ProbeSpec, load_config, parse_config
 from probes import signing

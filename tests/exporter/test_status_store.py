@@ -1,5 +1,5 @@
 """Runtime registration: PUT/DELETE /api/v1/probes/NAME and the state file behind it
-(exporter/status/registry.py and the write side of exporter/status/api.py)."""
+(exporter/status/store.py and the write side of exporter/status/api.py)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import pytest
 import requests
 
 from exporter.config import ApiSettings, Defaults
-from exporter.status.registry import (
+from exporter.status.store import (
     TEMP_PREFIX,
     RegisteredProbes,
     Settings,
@@ -276,7 +276,7 @@ def test_a_state_file_that_cannot_be_written_changes_nothing(tmp_path: Path, up:
 
 WRITER = textwrap.dedent("""
     import sys
-    from exporter.status.registry import write_atomic
+    from exporter.status.store import write_atomic
     template, path = open(sys.argv[1], "rb").read(), sys.argv[2]
     generation = int(sys.argv[3])
     while True:
@@ -286,7 +286,7 @@ WRITER = textwrap.dedent("""
 
 
 def _template(probes: int = 500) -> bytes:
-    from exporter.status.registry import encode
+    from exporter.status.store import encode
 
     return encode({f"p{i:04d}": {"kind": "tcp", "target": "127.0.0.1:9",
                                  "labels": {"generation": "@GEN@", "pad": "x" * 1500}}
@@ -349,7 +349,7 @@ def test_read_state_file_names_the_file_and_the_problem(tmp_path: Path) -> None:
 
 def test_store_serializes_concurrent_writers(tmp_path: Path) -> None:
     """Without HTTP: many threads putting and deleting through one store."""
-    from exporter.status.registry import resolve
+    from exporter.status.store import resolve
 
     store = RegisteredProbes(str(tmp_path / "r.json"), lambda: Settings(Defaults(), ApiSettings()))
     store.load()
