@@ -16,13 +16,13 @@ import stat
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-from probes.redact import mask_text
 from probes.registry import KindUnavailable, get_kind, kind_names
 from probes.spec import ProbeSpec
 
 from . import limits
 from .durations import format_duration
-from .options import Duration, Problem, Problems, build, did_you_mean, hint, option_shape
+from .options import Duration, build, did_you_mean, hint, option_shape
+from .problems import ConfigError, ConfigProblem, Problems
 from .yamlsource import LineDict, LineList, YamlError, load_yaml
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -139,28 +139,6 @@ class Config:
         return {p.name: p for p in self.probes}
 
 
-@dataclass(frozen=True)
-class Located:
-    """A problem with the file and probe it belongs to."""
-
-    file: str
-    line: int
-    where: str
-    key: str
-    message: str
-
-    def __str__(self) -> str:
-        head = (f"{self.file}:{self.line}: " if self.line else f"{self.file}: ") if self.file else ""
-        parts = [p for p in (self.where, self.key) if p]
-        return head + "".join(p + ": " for p in parts) + mask_text(self.message)
-
-
-class ConfigError(Exception):
-    def __init__(self, problems: list[Located]) -> None:
-        super().__init__("\n".join(str(p) for p in problems))
-        self.problems = problems
-
-
 def _label_problems(labels: dict[str, str], prefix: str = "labels.") -> list[tuple[str, str]]:
     out = []
     if len(labels) > limits.MAX_LABELS:
@@ -216,8 +194,7 @@ def parse_probe(
     # Out-of-bounds data (lone surrogates, NaN, huge or deep values) is refused
     # before any option is typed or checked, so no check sees it.
     bounds = limits.data_problems(raw)
-    for key, message in bounds:
-        problems.add(at(key.split(".")[0].split("[")[0]), key, message)
+    problems.add_pairs(bounds, lambda key: at(key.split(".")[0].split("[")[0]))
     if bounds:
         return None
 
@@ -273,16 +250,14 @@ def parse_probe(
             problems.add(at("target"), "target", f"is {len(shared.target)} characters long; "
                                                  f"at most {limits.MAX_TARGET} are taken")
         ranges = _range_problems(period, timeout, failures)
-        for key, message in ranges:
-            problems.add(at(key) if key in raw else at("period"), key, message)
+        problems.add_pairs(ranges, lambda key: at(key) if key in raw else at("period"))
         if not any(k in ("period", "timeout") for k, _ in ranges) and timeout >= period:
             problems.add(
                 at("timeout") if "timeout" in raw else at("period"),
                 "timeout",
                 f"must be shorter than period ({format_duration(period)})",
             )
-        for key, message in _label_problems(shared.labels):
-            problems.add(at("labels"), key, message)
+        problems.add_pairs(_label_problems(shared.labels), lambda _: at("labels"))
 
     options = None
     if kind_cls is not None:
@@ -313,8 +288,7 @@ def parse_probe(
         source=source,
         histogram=bool(shared.histogram if shared.histogram is not None else defaults.histogram),
     )
-    for key, message in kind_cls.validate(spec):
-        problems.add(at(key.split(".")[0]), key, message)
+    problems.add_pairs(kind_cls.validate(spec), lambda key: at(key.split(".")[0]))
     return None if len(problems) > before else spec
 
 
@@ -356,14 +330,10 @@ def resolve_paths(cls: Any, raw: Any, base: str) -> Any:
     return out
 
 
-def _locate(file: str, where: str, found: list[Problem]) -> list[Located]:
-    return [Located(file, p.line, where, p.key, p.message) for p in found]
-
-
 S = TypeVar("S")
 
 
-def _section(data: LineDict, key: str, cls: type[S], path: str, located: list[Located]) -> S:
+def _section(data: LineDict, key: str, cls: type[S], path: str, located: list[ConfigProblem]) -> S:
     """Decode one top-level block (defaults:, api:); its defaults when absent or bad."""
     problems = Problems()
     raw = data.get(key)
@@ -377,7 +347,7 @@ def _section(data: LineDict, key: str, cls: type[S], path: str, located: list[Lo
         result = build(cls, raw, problems, line=data.line_of(key))
     else:
         problems.add(data.line_of(key), "", "must be a mapping")
-    located += _locate(path, key, problems)
+    located += problems.located(path, key)
     return result if result is not None else cls()
 
 
@@ -386,16 +356,16 @@ def parse_config(text: str, path: str, check_env: bool = True) -> Config:
     try:
         data = load_yaml(text)
     except YamlError as exc:
-        raise ConfigError([Located(path, exc.line, "", "", exc.message)]) from None
+        raise exc.located(path) from None
     if data is None:
         data = LineDict()
         data.line, data.key_lines = 1, {}
     if not isinstance(data, LineDict):
-        raise ConfigError([Located(path, 1, "", "", "the file must be a mapping with defaults: and probes:")])
-    located: list[Located] = []
+        raise ConfigError([ConfigProblem(path, 1, "", "", "the file must be a mapping with defaults: and probes:")])
+    located: list[ConfigProblem] = []
     for key in data:
         if key not in ("defaults", "probes", "api", "web"):
-            located.append(Located(path, data.line_of(key), "", key,
+            located.append(ConfigProblem(path, data.line_of(key), "", key,
                                    f"unknown key{hint(key, ('api', 'defaults', 'probes', 'web'))}"
                                    " (known keys: api, defaults, probes, web)"))
     defaults = _section(data, "defaults", Defaults, path, located)
@@ -414,7 +384,7 @@ def parse_config(text: str, path: str, check_env: bool = True) -> Config:
         raw_probes = LineList()
         raw_probes.line, raw_probes.item_lines = 1, []
     if not isinstance(raw_probes, list):
-        located.append(Located(path, data.line_of("probes"), "", "probes", "must be a list of probes"))
+        located.append(ConfigProblem(path, data.line_of("probes"), "", "probes", "must be a list of probes"))
         raw_probes = []
     seen: dict[str, int] = {}
     for i, raw in enumerate(raw_probes):
@@ -426,7 +396,8 @@ def parse_config(text: str, path: str, check_env: bool = True) -> Config:
         if isinstance(name, str) and name:
             if name in seen:
                 located.append(
-                    Located(path, line, where, "name", f"duplicate name {name!r} (first used by probes[{seen[name]}])")
+                    ConfigProblem(path, line, where, "name",
+                                  f"duplicate name {name!r} (first used by probes[{seen[name]}])")
                 )
             else:
                 seen[name] = i
@@ -435,7 +406,7 @@ def parse_config(text: str, path: str, check_env: bool = True) -> Config:
             if message:
                 problems.add(line, spec.kind, message)
                 spec = None
-        located += _locate(path, where, problems)
+        located += problems.located(path, where)
         if spec is not None:
             specs.append(spec)
     if located:
@@ -472,7 +443,7 @@ def decode_config(data: bytes, path: str, check_env: bool = True) -> Config:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError([Located(path, 0, "", "", f"is not UTF-8 text: {exc.reason}")]) from None
+        raise ConfigError([ConfigProblem(path, 0, "", "", f"is not UTF-8 text: {exc.reason}")]) from None
     return parse_config(text, path, check_env=check_env)
 
 
@@ -480,5 +451,5 @@ def load_config(path: str, check_env: bool = True) -> Config:
     try:
         data = read_config_bytes(path)
     except OSError as exc:
-        raise ConfigError([Located(path, 0, "", "", f"cannot be read: {exc.strerror or exc}")]) from None
+        raise ConfigError([ConfigProblem(path, 0, "", "", f"cannot be read: {exc.strerror or exc}")]) from None
     return decode_config(data, path, check_env=check_env)

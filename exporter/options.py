@@ -3,7 +3,8 @@
 A kind declares its options as a dataclass; this module checks keys and types
 against the annotations (str, int, float, bool, lists, str-keyed dicts, nested
 dataclasses, Literal choices, unions, and ``Duration`` for time spans) and
-collects one ``Problem`` per bad key instead of stopping at the first.
+collects one ``ConfigProblem`` (exporter/problems.py) per bad key instead of
+stopping at the first.
 """
 
 from __future__ import annotations
@@ -23,21 +24,8 @@ import yaml
 
 from probes.durations import Duration, format_duration, parse_duration
 
+from .problems import Problems
 from .yamlsource import LineDict, LineList
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with the input, and where it is."""
-
-    line: int
-    key: str
-    message: str
-
-
-class Problems(list[Problem]):
-    def add(self, line: int, key: str, message: str) -> None:
-        self.append(Problem(line, key, message))
 
 
 def _line(container: Any, key: Any, default: int) -> int:
@@ -270,8 +258,8 @@ def build(cls: Any, raw: dict[str, Any], problems: Problems, prefix: str = "", l
     obj = cls(**kwargs)
     check = getattr(obj, "check", None)
     if callable(check):
-        for key, message in check() or ():
-            problems.add(_line(raw, key.split(".")[0].split("[")[0], base_line), prefix + key, message)
+        problems.add_pairs(check() or (), lambda key: _line(raw, key.split(".")[0].split("[")[0], base_line),
+                           prefix)
         if len(problems) > before:
             return None
     return obj

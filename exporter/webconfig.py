@@ -30,7 +30,7 @@ from typing import Any
 
 import bcrypt
 
-from .config import ConfigError, Located
+from .problems import ConfigError, ConfigProblem
 from .yamlsource import LineDict, YamlError, load_yaml
 
 TLS_VERSIONS = {"TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
@@ -101,10 +101,10 @@ class WebConfig:
 class _Problems:
     def __init__(self, path: str) -> None:
         self.path = path
-        self.items: list[Located] = []
+        self.items: list[ConfigProblem] = []
 
     def add(self, line: int, key: str, message: str) -> None:
-        self.items.append(Located(self.path, line, "", key, message))
+        self.items.append(ConfigProblem(self.path, line, "", key, message))
 
 
 def load_web_config(path: str) -> WebConfig:
@@ -112,9 +112,9 @@ def load_web_config(path: str) -> WebConfig:
         with open(path, encoding="utf-8") as fh:
             text = fh.read()
     except OSError as exc:
-        raise ConfigError([Located(path, 0, "", "", f"cannot be read: {exc.strerror or exc}")]) from None
+        raise ConfigError([ConfigProblem(path, 0, "", "", f"cannot be read: {exc.strerror or exc}")]) from None
     except UnicodeDecodeError as exc:
-        raise ConfigError([Located(path, 0, "", "", f"is not UTF-8 text: {exc.reason}")]) from None
+        raise ConfigError([ConfigProblem(path, 0, "", "", f"is not UTF-8 text: {exc.reason}")]) from None
     return parse_web_config(text, path)
 
 
@@ -123,11 +123,11 @@ def parse_web_config(text: str, path: str) -> WebConfig:
     try:
         doc = load_yaml(text)
     except YamlError as exc:
-        raise ConfigError([Located(path, exc.line, "", "", exc.message)]) from None
+        raise exc.located(path) from None
     if doc is None:
         doc = LineDict()
     if not isinstance(doc, dict):
-        raise ConfigError([Located(path, getattr(doc, "line", 1), "", "", "must be a mapping")])
+        raise ConfigError([ConfigProblem(path, getattr(doc, "line", 1), "", "", "must be a mapping")])
     config = WebConfig(path=path)
     _unknown(doc, TOP_KEYS, "", problems)
     if "rate_limit" in doc:

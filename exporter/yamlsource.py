@@ -10,6 +10,8 @@ from typing import Any
 
 import yaml
 
+from .problems import ConfigError, ConfigProblem
+
 
 class LineDict(dict[str, Any]):
     """A dict that knows the line of each key (1-based) and of itself."""
@@ -68,15 +70,17 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _sequence)
 
 
-class YamlError(Exception):
+class YamlError(ConfigError):
+    """A syntax error: a ConfigError with one problem, its line and message (no file yet)."""
+
     def __init__(self, line: int, message: str) -> None:
-        super().__init__(message)
+        super().__init__([ConfigProblem(line=line, message=message)])
         self.line = line
         self.message = message
 
 
 def load_yaml(text: str) -> Any:
-    """Parse YAML text; raise YamlError(line, message) on a syntax error."""
+    """Parse YAML text; raise YamlError(line, message) on a syntax error (``.located(file)`` adds the file)."""
     try:
         return yaml.load(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:

@@ -26,9 +26,9 @@ from typing import Any
 from probes.registry import get_kind
 from probes.secret_files import regular_file_problem
 
-from ..config import ApiSettings, Config, Defaults, Located, ProbeSpec, parse_probe
+from ..config import ApiSettings, Config, Defaults, ProbeSpec, parse_probe
 from ..limits import bad_text, data_problems
-from ..options import Problems
+from ..problems import ConfigProblem, Problems
 from ..sharding import Shard
 
 log = logging.getLogger("probewatch.status")
@@ -151,7 +151,7 @@ def state_file_path(config_path: str, api: ApiSettings, shard: Shard | None = No
     return os.path.join(base, api.state_file or default)
 
 
-def api_problems(config: Config) -> tuple[list[Located], list[str]]:
+def api_problems(config: Config) -> tuple[list[ConfigProblem], list[str]]:
     """What ``probewatch check`` finds about registration: (problems, warnings).
 
     The token file must be readable and not empty; the state file, if present,
@@ -168,7 +168,7 @@ def api_problems(config: Config) -> tuple[list[Located], list[str]]:
 
     def problem(key: str, message: str) -> None:
         line = next((i for i, t in enumerate(text, 1) if re.search(rf"\b{key}\s*:", t)), 0)
-        problems.append(Located(config.path, line, "api", key, message))
+        problems.append(ConfigProblem(config.path, line, "api", key, message))
 
     if api.token_file:
         try:
@@ -204,27 +204,27 @@ def command_refused(kind: Any, api: ApiSettings) -> bool:
 
 
 def resolve(name: str, raw: Any, defaults: Defaults, api: ApiSettings, base: str = "") -> tuple[
-        ProbeSpec | None, list[Located]]:
+        ProbeSpec | None, list[ConfigProblem]]:
     """Check one API definition exactly as the config file's probes are checked.
 
     ``base`` is the config file's folder: relative paths are taken from there too.
     """
     if not isinstance(raw, dict):
-        return None, [Located("", 0, "", "", "the probe definition must be a JSON object")]
+        return None, [ConfigProblem(message="the probe definition must be a JSON object")]
     bounds = data_problems(raw)
     if bounds:
-        return None, [Located("", 0, "", key, message) for key, message in bounds]
+        return None, _pairs(bounds)
     raw = copy.deepcopy(raw)  # file options are rewritten below; the stored copy stays as sent
     given = raw.setdefault("name", name)
     if given != name:
         message = f"{given!r} differs from the name in the URL ({name!r})"
-        return None, [Located("", 0, "", "name", message)]
+        return None, [ConfigProblem(key="name", message=message)]
     if command_refused(raw.get("kind"), api):
-        return None, [Located("", 0, "", "kind",
-                              "command probes can be registered only with api.allow_command: true")]
+        message = "command probes can be registered only with api.allow_command: true"
+        return None, [ConfigProblem(key="kind", message=message)]
     refused = file_option_problems(raw, api)
     if refused:
-        return None, [Located("", 0, "", key, message) for key, message in refused]
+        return None, _pairs(refused)
     problems = Problems()
     spec = parse_probe(raw, defaults, problems, source="api", base=base)
     if spec is not None and spec.active:
@@ -232,7 +232,13 @@ def resolve(name: str, raw: Any, defaults: Defaults, api: ApiSettings, base: str
         if refusal:
             problems.add(0, spec.kind, str(refusal))
             spec = None
-    return spec, [Located("", 0, "", p.key, p.message) for p in problems]
+    return spec, list(problems)
+
+
+def _pairs(pairs: list[tuple[str, str]]) -> list[ConfigProblem]:
+    found = Problems()
+    found.add_pairs(pairs, lambda _: 0)
+    return found
 
 
 def file_option_problems(raw: dict[str, Any], api: ApiSettings) -> list[tuple[str, str]]:
@@ -333,7 +339,7 @@ class RegisteredProbes:
                         spec, problems = resolve(name, raw, settings.defaults, settings.api,
                                                  settings.base)
                     except Exception as exc:  # one bad entry must not stop the rest
-                        spec, problems = None, [Located("", 0, "", "", f"cannot be read: {exc!r}")]
+                        spec, problems = None, [ConfigProblem(message=f"cannot be read: {exc!r}")]
                     if spec is None:
                         name = ascii(name) if bad_text(name) else name
                         log.error("registered probe not run: its definition is no longer valid",
