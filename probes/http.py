@@ -357,9 +357,6 @@ class RequestProbe(Kind):
 
     Options: ClassVar[type[RequestOptions]] = RequestOptions
 
-    def __init__(self, spec: Any) -> None:
-        self.spec = spec
-
     @classmethod
     def validate(cls, spec: Any) -> list[tuple[str, str]]:
         return url_problems(spec.target)
@@ -370,6 +367,9 @@ class RequestProbe(Kind):
         except FetchFailed as failed:
             return failed.result
         return self.judge(got)
+
+    def timed_out(self, timeout: float) -> Result:
+        return Result.fail("timeout", f"no response within {timeout:g}s")
 
     def judge(self, got: Fetched) -> Result:
         raise NotImplementedError

@@ -14,9 +14,10 @@ from collections.abc import Callable
 from typing import Any
 
 from .base import Kind, Result
+from .spec import ProbeSpec
 
 
-async def run_once(probe: Kind, spec: Any,
+async def run_once(probe: Kind[Any], spec: ProbeSpec[Any],
                    on_raise: Callable[[Exception], None] | None = None) -> tuple[Result, float, float]:
     """Run ``probe`` once within ``spec.timeout``; return (result, latency seconds, start Unix time).
 
