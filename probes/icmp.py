@@ -148,6 +148,10 @@ class IcmpProbe(Kind[IcmpOptions]):
     async def run(self, deadline: float) -> Result:
         loop = asyncio.get_running_loop()
         host = self.spec.target
+        # Kept on the instance: a run cut at its deadline reports the replies so far (timed_out).
+        sent: list[_Echo] = []
+        send_errors: list[str] = []
+        self._sent, self._send_errors = sent, send_errors
         try:
             address = host if is_ip(host) else (await async_resolve(host, self.family))[0]
         except NameLookupError:
@@ -159,10 +163,6 @@ class IcmpProbe(Kind[IcmpOptions]):
         except (ICMPLibError, OSError) as exc:
             return Result.fail("error", f"cannot open an ICMPv{self.family} socket: {exc}")
         opts = self.options
-        # Kept on the instance: a run cut at its deadline reports the replies so far (timed_out).
-        sent: list[_Echo] = []
-        send_errors: list[str] = []
-        self._sent, self._send_errors = sent, send_errors
         try:
             start = loop.time()
             for i in range(opts.count):

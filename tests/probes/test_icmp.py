@@ -280,6 +280,16 @@ def test_dropped_requests_are_a_timeout_with_full_loss(netns: Namespaces, tmp_pa
     assert seen.message == f"0/2 replies from {DROPPED} within 400ms each (at least one reply)"
 
 
+def test_a_run_cut_at_the_probe_timeout_reports_the_loss_it_saw(netns: Namespaces,
+                                                                tmp_path: Path) -> None:
+    """No timeout_ms: the run waits until the scheduler's cut, and timed_out still gives the loss."""
+    seen = probe_in(netns.near, tmp_path, DROPPED, "count: 2, interval: 100ms", timeout="1s")
+    assert (seen.up, seen.code, seen.reason) == (False, 0, "timeout")
+    assert seen.sample(icmp.LOSS) == 1
+    assert 1.0 <= seen.latency < 2.0  # cut at the probe's timeout, no margin before it
+    assert seen.message == f"0/2 replies from {DROPPED} within 1s (at least one reply)"
+
+
 def test_dropped_ipv6_requests_are_a_timeout(netns: Namespaces, tmp_path: Path) -> None:
     answered = probe_in(netns.near, tmp_path, FAR6, "count: 1")
     assert answered.up, answered.message
