@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import errno
+import os
 import socket
 import ssl
 from collections.abc import Callable
@@ -154,14 +156,44 @@ async def _exchange(req: Request, method: str, url: str, headers: dict[str, str]
     https = parts.scheme == "https"
     port = parts.port or (443 if https else 80)
     target = request_target(parts.path, parts.query)
-    ctx: ssl.SSLContext | None = None
-    if https:
-        ctx = req.context()
+    proxy = urlsplit(req.proxy) if req.proxy else None
+    if proxy is not None and not https:
+        target = url.partition("#")[0]  # absolute form, as proxies expect
+    wire = request_bytes(method, target, host_header(host, port, parts.scheme), headers, body)
+    reader = ResponseReader(method, req.max_body_bytes)
+    cert: bytes | None = None
+    try:
+        if https or (proxy is not None and proxy.scheme == "https"):
+            cert = await _over_transport(req, reader, wire, host, port, https, proxy)
+        elif proxy is not None:
+            await _plain(req, reader, wire, proxy.hostname or "", proxy.port or 80, "proxy: ")
+        else:
+            await _plain(req, reader, wire, host, port, "")
+        data = reader.body()
+    except BodyTooLarge:
+        raise TooLarge(reader.status, cert) from None
+    except EOFError:
+        raise _closed_early(https and proxy is None) from None
+    except WireError as exc:
+        raise TransportError("unexpected_response", str(exc),
+                             code=reader.status if reader.head_done else -1) from None
+    except (ssl.SSLError, ssl.CertificateError) as exc:
+        raise TransportError("tls", ssl_reason(exc)) from None
+    except OSError as exc:
+        if https and not reader.head_done and isinstance(exc, ConnectionResetError):
+            raise _closed_early(True) from None
+        raise _os_failure(exc, "", host, port) from None
+    return Response(reader.status, reader.reason, reader.headers, data, url, cert)
+
+
+async def _over_transport(req: Request, reader: ResponseReader, wire: bytes, host: str, port: int,
+                          https: bool, proxy: SplitResult | None) -> bytes | None:
+    """TLS (direct or through a CONNECT tunnel) on an asyncio transport; the peer's certificate."""
+    ctx = req.context() if https else None
     server_name = req.server_name or host
     conn = _Conn()
     try:
-        if req.proxy:
-            proxy = urlsplit(req.proxy)
+        if proxy is not None:
             phost = proxy.hostname or ""
             pport = proxy.port or (443 if proxy.scheme == "https" else 80)
             pctx = req.context() if proxy.scheme == "https" else None
@@ -169,39 +201,128 @@ async def _exchange(req: Request, method: str, url: str, headers: dict[str, str]
             if https:
                 await _tunnel(conn, host, port, req)
                 await _start_tls(conn, ctx, server_name, req)
-            else:
-                target = url.partition("#")[0]  # absolute form, as proxies expect
         else:
             await _connect(conn, host, port, req, ctx, server_name)
         req.stage = "response"
         cert = conn.peer_cert() if https else None
-        wire = request_bytes(method, target, host_header(host, port, parts.scheme), headers, body)
-        reader = ResponseReader(method, req.max_body_bytes)
         conn.write(wire)
         try:
             await conn.read(reader)
         except BodyTooLarge:
             raise TooLarge(reader.status, cert) from None
-        except EOFError:
-            raise _closed_early(https and not req.proxy) from None
-        except WireError as exc:
-            raise TransportError("unexpected_response", str(exc),
-                                 code=reader.status if reader.head_done else -1) from None
-        except (ssl.SSLError, ssl.CertificateError) as exc:
-            raise TransportError("tls", ssl_reason(exc)) from None
-        except OSError as exc:
-            if https and not reader.head_done and isinstance(exc, ConnectionResetError):
-                raise _closed_early(True) from None
-            raise _os_failure(exc, "", host, port) from None
-        try:
-            data = reader.body()
-        except BodyTooLarge:
-            raise TooLarge(reader.status, cert) from None
-        except WireError as exc:
-            raise TransportError("unexpected_response", str(exc), code=reader.status) from None
-        return Response(reader.status, reader.reason, reader.headers, data, url, cert)
+        return cert
     finally:
         conn.abort()
+
+
+async def _plain(req: Request, reader: ResponseReader, wire: bytes, host: str, port: int,
+                 via: str) -> None:
+    """Plain HTTP straight on a non-blocking socket: the first address that accepts gets the request."""
+    req.stage = f"{via}connect"
+    addresses = await _addresses(host, port, req.ip_family, via)
+    loop = asyncio.get_running_loop()
+    for i, (family, address) in enumerate(addresses):
+        exchange = _PlainExchange(loop, req, reader, wire)
+        try:
+            await exchange.run(family, address)
+            return
+        except OSError as exc:
+            if req.stage != "response":  # could not connect: the next address, or the failure
+                if i + 1 < len(addresses):
+                    continue
+                raise _os_failure(exc, via, host, port) from None
+            raise
+
+
+class _PlainExchange:
+    """Connect, send and read driven by the socket's readiness callbacks: no transport, one future."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, req: Request, reader: ResponseReader,
+                 wire: bytes) -> None:
+        self.loop, self.req, self.reader, self.out = loop, req, reader, wire
+        self.buf = bytearray()
+        self.sock: socket.socket | None = None
+        self.fd = -1
+        self.done: asyncio.Future[None] = loop.create_future()
+        self.reading = self.writing = False
+
+    async def run(self, family: int, address: tuple[str, int]) -> None:
+        sock = self.sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            self.fd = sock.fileno()
+            err = sock.connect_ex(address)
+            if err not in (0, errno.EINPROGRESS, errno.EAGAIN):
+                raise OSError(err, os.strerror(err))
+            # On loopback and fast links the handshake is done by now: send at once,
+            # and wait for writability only when the socket is not connected yet.
+            self._send(first=True)
+            await self.done
+        finally:
+            if self.writing:
+                self.loop.remove_writer(self.fd)
+            if self.reading:
+                self.loop.remove_reader(self.fd)
+            sock.close()
+
+    def _fail(self, exc: BaseException) -> None:
+        if not self.done.done():
+            self.done.set_exception(exc)
+
+    def _send(self, first: bool = False) -> None:
+        assert self.sock is not None
+        try:
+            n = self.sock.send(self.out)
+        except (BlockingIOError, InterruptedError):
+            n = 0
+        except OSError as exc:
+            if not (first and exc.errno == errno.ENOTCONN):
+                self._fail(exc)
+                return
+            n = 0
+        if n and self.req.stage != "response":
+            self.req.stage = "response"  # connected: from now on a failure is the reply's
+            self.loop.add_reader(self.fd, self._on_read)
+            self.reading = True
+        self.out = self.out[n:]
+        if self.out:
+            if not self.writing:
+                self.loop.add_writer(self.fd, self._on_writable)
+                self.writing = True
+        elif self.writing:
+            self.loop.remove_writer(self.fd)
+            self.writing = False
+
+    def _on_writable(self) -> None:
+        assert self.sock is not None
+        if self.req.stage != "response":
+            err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                self._fail(OSError(err, os.strerror(err)))
+                return
+        self._send()
+
+    def _on_read(self) -> None:
+        assert self.sock is not None
+        if self.done.done():
+            return
+        try:
+            data = self.sock.recv(262144)
+        except (BlockingIOError, InterruptedError):
+            return
+        except Exception as exc:
+            self._fail(exc)
+            return
+        try:
+            if not data:
+                self.reader.at_eof()
+                self.done.set_result(None)
+                return
+            self.buf += data
+            if self.reader.feed(self.buf):
+                self.done.set_result(None)
+        except Exception as exc:  # the reply is not HTTP, too large, cut short: the run's failure
+            self._fail(exc)
 
 
 def _closed_early(tls: bool) -> TransportError:
