@@ -21,6 +21,7 @@ is in ``probes.http_transport``, the bytes on the wire in ``probes.http_wire``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 import ssl
@@ -226,7 +227,27 @@ class FetchFailed(Exception):
         self.result = result
 
 
-async def fetch(spec: Any, opts: RequestOptions, deadline: float | None = None) -> Fetched:
+class Plan:
+    """What every run of one probe sends, worked out once (credentials excepted: read per run)."""
+
+    def __init__(self, spec: Any, opts: RequestOptions) -> None:
+        headers = {"User-Agent": f"probewatch/{__version__}", **opts.headers}
+        if opts.json_body is not None:
+            self.body = json.dumps(opts.json_body).encode()
+            if not any(k.lower() == "content-type" for k in headers):
+                headers["Content-Type"] = "application/json"
+        else:
+            self.body = opts.body.encode()
+        self.headers = headers
+        self.auth = bool(opts.bearer_token_file or opts.basic_auth.username)
+        self.context = functools.partial(_context, opts.tls)
+        # The request's bytes by (method, URL), kept across runs when nothing in them
+        # is read per run (credentials are: a rotated file is used at the next run).
+        self.wires: dict[tuple[str, str], bytes] | None = None if self.auth else {}
+
+
+async def fetch(spec: Any, opts: RequestOptions, deadline: float | None = None,
+                plan: Plan | None = None) -> Fetched:
     """Send the request once; raise FetchFailed with the failed Result.
 
     The whole exchange (redirects and body included) runs on the event loop
@@ -236,23 +257,18 @@ async def fetch(spec: Any, opts: RequestOptions, deadline: float | None = None) 
     timeout = spec.timeout
     if deadline is None:
         deadline = asyncio.get_running_loop().time() + timeout
-    headers = {"User-Agent": f"probewatch/{__version__}", **opts.headers}
-    try:
-        headers.update(_auth_header(opts))
-    except OSError as exc:
-        raise FetchFailed(Result.fail("error", f"cannot read credentials: {exc}")) from None
-    if opts.json_body is not None:
-        body = json.dumps(opts.json_body).encode()
-        if not any(k.lower() == "content-type" for k in headers):
-            headers["Content-Type"] = "application/json"
-    else:
-        body = opts.body.encode()
+    if plan is None:
+        plan = Plan(spec, opts)
+    headers = plan.headers
+    if plan.auth:
+        try:
+            headers = {**headers, **_auth_header(opts)}
+        except OSError as exc:
+            raise FetchFailed(Result.fail("error", f"cannot read credentials: {exc}")) from None
     req = Request(
-        method=opts.method, url=spec.target, headers=headers, body=body,
-        context=lambda: _context(opts.tls), server_name=opts.tls.server_name,
-        proxy=opts.proxy, ip_family=opts.ip_family, follow_redirects=opts.follow_redirects,
-        max_redirects=opts.max_redirects, max_body_bytes=opts.max_body_bytes,
-        timeout=timeout, deadline=deadline,
+        opts.method, spec.target, headers, plan.body, plan.context, opts.tls.server_name,
+        opts.proxy, opts.ip_family, opts.follow_redirects, opts.max_redirects,
+        opts.max_body_bytes, timeout, deadline, wires=plan.wires,
     )
     try:
         resp = await send(req)
@@ -315,12 +331,23 @@ def _charset(headers: dict[str, str]) -> str:
     return m.group(1) if m else "utf-8"
 
 
+_NOT_AFTER: dict[bytes, float | None] = {}  # a server's certificate, parsed once
+
+
 def _cert_readings(der: bytes | None) -> list[Reading]:
     if der is None:
         return []
-    try:
-        not_after = x509.load_der_x509_certificate(der).not_valid_after_utc.timestamp()
-    except ValueError:  # a certificate cryptography cannot parse: no reading, not a failure
+    if der in _NOT_AFTER:
+        not_after = _NOT_AFTER[der]
+    else:
+        try:
+            not_after = x509.load_der_x509_certificate(der).not_valid_after_utc.timestamp()
+        except ValueError:  # a certificate cryptography cannot parse: no reading, not a failure
+            not_after = None
+        if len(_NOT_AFTER) >= 1024:
+            _NOT_AFTER.clear()
+        _NOT_AFTER[der] = not_after
+    if not_after is None:
         return []
     return [Reading(CERT_EXPIRY, not_after, "Unix time the server's leaf certificate expires")]
 
@@ -335,6 +362,7 @@ class RequestProbe:
 
     def __init__(self, spec: Any) -> None:
         self.spec = spec
+        self.plan = Plan(spec, spec.options)
 
     @classmethod
     def validate(cls, spec: Any) -> list[tuple[str, str]]:
@@ -342,7 +370,7 @@ class RequestProbe:
 
     async def run(self) -> Result:
         try:
-            got = await fetch(self.spec, self.spec.options)
+            got = await fetch(self.spec, self.spec.options, plan=self.plan)
         except FetchFailed as failed:
             return failed.result
         return self.judge(got)

@@ -74,7 +74,7 @@ def basic_auth_header(username: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{username}:{password}".encode("latin-1")).decode()
 
 
-@dataclass
+@dataclass(slots=True)
 class Request:
     """What to send and how: one per run, the same for every hop of a redirect chain."""
 
@@ -91,6 +91,7 @@ class Request:
     max_body_bytes: int = 10 * 1024 * 1024
     timeout: float = 0.0  # for messages: the probe's timeout
     deadline: float = 0.0  # loop time the whole exchange (redirects included) must end by
+    wires: dict[tuple[str, str], bytes] | None = None  # request bytes kept by (method, URL)
     stage: str = "connect"  # where a run cut at its deadline was: connect, proxy: connect, response
 
 
@@ -116,7 +117,7 @@ async def send(req: Request) -> Response:
 
 
 async def _follow(req: Request) -> Response:
-    method, body, headers, url = req.method, req.body, dict(req.headers), req.url
+    method, body, headers, url = req.method, req.body, req.headers, req.url
     hops = 0
     while True:
         resp = await _exchange(req, method, url, headers, body)
@@ -159,7 +160,12 @@ async def _exchange(req: Request, method: str, url: str, headers: dict[str, str]
     proxy = urlsplit(req.proxy) if req.proxy else None
     if proxy is not None and not https:
         target = url.partition("#")[0]  # absolute form, as proxies expect
-    wire = request_bytes(method, target, host_header(host, port, parts.scheme), headers, body)
+    wires = req.wires
+    wire = wires.get((method, url)) if wires is not None else None
+    if wire is None:
+        wire = request_bytes(method, target, host_header(host, port, parts.scheme), headers, body)
+        if wires is not None and len(wires) < 16:
+            wires[(method, url)] = wire
     reader = ResponseReader(method, req.max_body_bytes)
     cert: bytes | None = None
     try:
