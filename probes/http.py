@@ -20,7 +20,6 @@ is in ``probes.http_transport``, the bytes on the wire in ``probes.http_wire``.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 import re
@@ -32,7 +31,7 @@ from urllib.parse import urlsplit
 from cryptography import x509
 
 from . import __version__
-from .base import Reading, Result, truncate
+from .base import Kind, Reading, Result, truncate
 from .expectations import (
     JsonExpectation,
     Pattern,
@@ -246,17 +245,16 @@ class Plan:
         self.wires: dict[tuple[str, str], bytes] | None = None if self.auth else {}
 
 
-async def fetch(spec: Any, opts: RequestOptions, deadline: float | None = None,
-                plan: Plan | None = None) -> Fetched:
+async def fetch(spec: Any, opts: RequestOptions, deadline: float, plan: Plan | None = None,
+                probe: RequestProbe | None = None) -> Fetched:
     """Send the request once; raise FetchFailed with the failed Result.
 
     The whole exchange (redirects and body included) runs on the event loop
-    until ``deadline`` (loop time; default ``spec.timeout`` from now); a status
-    outside ``expect_status`` is a failure too (reason unexpected_code).
+    until ``deadline`` (loop time), where the runner cuts it (``probe.current``
+    then tells ``timed_out`` how far it got); a status outside ``expect_status``
+    is a failure too (reason unexpected_code).
     """
     timeout = spec.timeout
-    if deadline is None:
-        deadline = asyncio.get_running_loop().time() + timeout
     if plan is None:
         plan = Plan(spec, opts)
     headers = plan.headers
@@ -270,6 +268,8 @@ async def fetch(spec: Any, opts: RequestOptions, deadline: float | None = None,
         opts.proxy, opts.ip_family, opts.follow_redirects, opts.max_redirects,
         opts.max_body_bytes, timeout, deadline, wires=plan.wires,
     )
+    if probe is not None:
+        probe.current = req
     try:
         resp = await send(req)
     except TransportError as exc:
@@ -355,25 +355,33 @@ def _cert_readings(der: bytes | None) -> list[Reading]:
 # --- the kind ------------------------------------------------------------------
 
 
-class RequestProbe:
+class RequestProbe(Kind):
     """The shape of a kind that makes one request per run and judges the reply."""
 
     Options: ClassVar[type[RequestOptions]] = RequestOptions
 
     def __init__(self, spec: Any) -> None:
-        self.spec = spec
+        super().__init__(spec)
         self.plan = Plan(spec, spec.options)
+        self.current: Request | None = None  # the run under way: where it is, if cut
 
     @classmethod
     def validate(cls, spec: Any) -> list[tuple[str, str]]:
         return url_problems(spec.target)
 
-    async def run(self) -> Result:
+    async def run(self, deadline: float) -> Result:
         try:
-            got = await fetch(self.spec, self.spec.options, plan=self.plan)
+            got = await fetch(self.spec, self.options, deadline, self.plan, self)
         except FetchFailed as failed:
             return failed.result
         return self.judge(got)
+
+    def timed_out(self, timeout: float) -> Result:
+        """Cut at the deadline: say whether the connection or the reply was awaited."""
+        stage = self.current.stage if self.current is not None else "connect"
+        if stage == "response":
+            return Result.fail("timeout", f"no response within {timeout:g}s")
+        return Result.fail("timeout", f"{stage} timed out after {timeout:g}s")
 
     def judge(self, got: Fetched) -> Result:
         raise NotImplementedError

@@ -36,7 +36,7 @@ from exporter.config import parse_config
 from probes.base import Result
 from probes.http import CERT_EXPIRY, CONTENT_LENGTH
 from probes.registry import get_kind
-from tests.probes.run import run_once
+from tests.probes.run import once, run_once
 from tests.probes.servers import TcpServer, closed_port
 from tests.support import ROOT, probewatch_argv
 
@@ -371,6 +371,7 @@ def test_slow_server_is_a_timeout_cut_at_the_probe_timeout(web: LoopbackServer) 
     started = time.monotonic()
     result = run("http", f"{web.base}/slow?s=3", timeout="300ms")
     assert (result.up, result.reason, result.code) == (False, "timeout", -1)
+    assert result.message == "no response within 0.3s"  # connected: the reply was awaited
     assert time.monotonic() - started < 1.5
 
 
@@ -478,7 +479,7 @@ def test_bearer_token_comes_from_its_file(web: LoopbackServer, tmp_path: Path) -
     spec = parse_config(probe_config("http", f"{web.base}/auth", {
         "bearer_token_file": str(tmp_path / "token")}), "t.yml").probes[0]
     (tmp_path / "token").unlink()  # after the config was loaded
-    gone = asyncio.run(get_kind("http")(spec).run())
+    gone = asyncio.run(once(get_kind("http")(spec)))
     assert (gone.up, gone.reason) == (False, "error")
     assert gone.message.startswith("cannot read credentials: [Errno 2] No such file")
 
@@ -762,7 +763,7 @@ def test_a_cancelled_run_closes_its_socket_at_once(scheme: str) -> None:
                             "t.yml").probes[0]
 
         async def cancel_soon() -> float:
-            task = asyncio.ensure_future(get_kind("http")(spec).run())
+            task = asyncio.ensure_future(once(get_kind("http")(spec)))
             await asyncio.sleep(0.3)
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
