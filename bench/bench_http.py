@@ -65,6 +65,27 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log
 """
 
 
+def cpu_pressure() -> float:
+    """The kernel's CPU pressure ("some", avg60, %): how much other work competed with the bench."""
+    try:
+        with open("/proc/pressure/cpu") as fh:
+            return float(fh.readline().split()[2].split("=")[1])
+    except (OSError, IndexError, ValueError):
+        return -1.0
+
+
+def runqueue_wait(pid: int) -> float:
+    """Seconds the threads of ``pid`` spent runnable but waiting for a CPU (schedstat)."""
+    total = 0
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/schedstat") as fh:
+                total += int(fh.read().split()[1])
+    except (OSError, IndexError, ValueError):
+        pass
+    return total / 1e9
+
+
 def find_blackbox() -> str:
     path = shutil.which(BLACKBOX) or shutil.which("blackbox_exporter")
     if path:
@@ -195,12 +216,15 @@ def cpu_mode(args: argparse.Namespace) -> int:
     version = subprocess.run([binary, "--version"], capture_output=True, text=True)
     bb_version = (version.stdout or version.stderr).splitlines()[0] if (version.stdout or version.stderr) else "?"
     ours, theirs = [], []
+    pressure = [cpu_pressure()]
     with tempfile.TemporaryDirectory() as tmp, target_server() as url:
         for r in range(args.rounds):
             ours.append(probewatch_round(Path(tmp), url, args.rate, args.seconds))
             theirs.append(blackbox_round(Path(tmp), binary, url, args.rate, args.seconds))
+            pressure.append(cpu_pressure())
             print(f"round {r + 1}: probewatch {ours[-1] * 1e6:.0f} us/probe, "
-                  f"blackbox {theirs[-1] * 1e6:.0f} us/probe", flush=True)
+                  f"blackbox {theirs[-1] * 1e6:.0f} us/probe, ratio {ours[-1] / theirs[-1]:.2f} "
+                  f"(CPU pressure avg60 {pressure[-1]:g} %)", flush=True)
     pw, bb = statistics.median(ours), statistics.median(theirs)
     ratio = pw / bb
     figures = {
@@ -209,9 +233,11 @@ def cpu_mode(args: argparse.Namespace) -> int:
         "probewatch_us_per_probe": [round(x * 1e6) for x in ours],
         "blackbox_us_per_probe": [round(x * 1e6) for x in theirs],
         "median_probewatch_us": round(pw * 1e6), "median_blackbox_us": round(bb * 1e6),
-        "ratio": round(ratio, 2), "date": time.strftime("%Y-%m-%d"),
+        "ratio": round(ratio, 2), "date": time.strftime("%Y-%m-%d %H:%M"),
+        "cpu_pressure_avg60_percent": pressure,
     }
-    print(f"machine: {figures['machine']}; {bb_version}")
+    print(f"machine: {figures['machine']}; {bb_version}; CPU pressure (avg60 %, other work "
+          f"competing) {', '.join(f'{p:g}' for p in pressure)}")
     report([
         ("probewatch CPU per http probe", f"{pw * 1e6:.0f} us", "", None),
         ("blackbox CPU per http probe", f"{bb * 1e6:.0f} us", "", None),
@@ -239,6 +265,7 @@ def silent_listeners(count: int) -> Iterator[list[int]]:
 
 def scale_mode(args: argparse.Namespace) -> int:
     silent_count = int(args.probes * args.silent)
+    pressure = [cpu_pressure()]
     with tempfile.TemporaryDirectory() as tmp, target_server() as url, \
             silent_listeners(10) as ports:
         targets = [f"http://127.0.0.1:{ports[i % len(ports)]}/never" for i in range(silent_count)]
@@ -251,12 +278,15 @@ def scale_mode(args: argparse.Namespace) -> int:
             time.sleep(warmup)
             _, before = exporter.scrape()
             cpu0, t0 = cpu_seconds(exporter.pid), time.monotonic()
+            wait0 = runqueue_wait(exporter.pid)
             rss = []
             while time.monotonic() < t0 + args.duration:
                 time.sleep(5)
                 rss.append(rss_bytes(exporter.pid))
             cpu = (cpu_seconds(exporter.pid) - cpu0) / (time.monotonic() - t0)
+            waited = (runqueue_wait(exporter.pid) - wait0) / (time.monotonic() - t0)
             _, after = exporter.scrape()
+            pressure.append(cpu_pressure())
     elapsed = time.monotonic() - t0
 
     def delta(name: str, healthy_only: bool = False) -> float:
@@ -277,9 +307,12 @@ def scale_mode(args: argparse.Namespace) -> int:
         "false_failures": int(false_failures), "skipped_runs": int(skipped),
         "lag_p99_ms": round(p99 * 1000, 2), "lag_p50_ms": round(lag_quantile(before, after, 0.5) * 1000, 2),
         "cpu_percent_of_one_core": round(cpu * 100, 1), "rss_max_mib": round(max(rss) / 2**20, 1),
-        "date": time.strftime("%Y-%m-%d"),
+        "date": time.strftime("%Y-%m-%d %H:%M"), "cpu_pressure_avg60_percent": pressure,
+        "runqueue_wait_percent": round(waited * 100, 1),
     }
-    print(f"machine: {figures['machine']}")
+    print(f"machine: {figures['machine']}; CPU pressure (avg60 %, other work competing) "
+          f"{pressure[0]:g} before, {pressure[-1]:g} after; the exporter waited for a CPU "
+          f"{waited * 100:.1f} % of the time (lag measured then is the machine's, not the loop's)")
     print(f"{args.probes} http probes ({silent_count} silent), period {args.period:g}s, measured "
           f"{elapsed:.0f}s: {figures['runs_per_s']} runs/s, CPU {figures['cpu_percent_of_one_core']} % of a core")
     report([

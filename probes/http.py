@@ -13,20 +13,21 @@ The return code is the HTTP status.  Extra series: the body length
 (probewatch_probe_http_content_length_bytes) and, for https, the leaf
 certificate's notAfter (probewatch_probe_http_cert_expiry_timestamp_seconds),
 read even when verification is off.  The request side (``RequestOptions``,
-``fetch``) also serves the json kind; how the request travels (aiohttp on the
-event loop: session, connections, proxy, transport errors) is in
-``probes.http_transport``.
+``fetch``) also serves the json kind; how the request travels (a lean HTTP/1.1
+client on the event loop: connection, TLS, proxy, redirects, transport errors)
+is in ``probes.http_transport``, the bytes on the wire in ``probes.http_wire``.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import re
 import ssl
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
-import aiohttp
 from cryptography import x509
 
 from . import __version__
@@ -40,13 +41,7 @@ from .expectations import (
     json_failures,
     load_json,
 )
-from .http_transport import (
-    basic_auth_header,
-    open_session,
-    peer_cert,
-    proxy_problem,
-    transport_failure,
-)
+from .http_transport import Request, TooLarge, TransportError, basic_auth_header, proxy_problem, send
 from .secret_files import read_secret_text
 from .tls import TlsOptions, ssl_context, ssl_reason, unreadable
 
@@ -231,55 +226,64 @@ class FetchFailed(Exception):
         self.result = result
 
 
-async def fetch(spec: Any, opts: RequestOptions) -> Fetched:
+class Plan:
+    """What every run of one probe sends, worked out once (credentials excepted: read per run)."""
+
+    def __init__(self, spec: Any, opts: RequestOptions) -> None:
+        headers = {"User-Agent": f"probewatch/{__version__}", **opts.headers}
+        if opts.json_body is not None:
+            self.body = json.dumps(opts.json_body).encode()
+            if not any(k.lower() == "content-type" for k in headers):
+                headers["Content-Type"] = "application/json"
+        else:
+            self.body = opts.body.encode()
+        self.headers = headers
+        self.auth = bool(opts.bearer_token_file or opts.basic_auth.username)
+        self.context = functools.partial(_context, opts.tls)
+        # The request's bytes by (method, URL), kept across runs when nothing in them
+        # is read per run (credentials are: a rotated file is used at the next run).
+        self.wires: dict[tuple[str, str], bytes] | None = None if self.auth else {}
+
+
+async def fetch(spec: Any, opts: RequestOptions, deadline: float, plan: Plan | None = None,
+                probe: RequestProbe | None = None) -> Fetched:
     """Send the request once; raise FetchFailed with the failed Result.
 
     The whole exchange (redirects and body included) runs on the event loop
-    within ``spec.timeout``; a status outside ``expect_status`` is a failure
-    too (reason unexpected_code).
+    until ``deadline`` (loop time), where the runner cuts it (``probe.current``
+    then tells ``timed_out`` how far it got); a status outside ``expect_status``
+    is a failure too (reason unexpected_code).
     """
     timeout = spec.timeout
-    headers = {"User-Agent": f"probewatch/{__version__}", **opts.headers}
+    if plan is None:
+        plan = Plan(spec, opts)
+    headers = plan.headers
+    if plan.auth:
+        try:
+            headers = {**headers, **_auth_header(opts)}
+        except OSError as exc:
+            raise FetchFailed(Result.fail("error", f"cannot read credentials: {exc}")) from None
+    req = Request(
+        opts.method, spec.target, headers, plan.body, plan.context, opts.tls.server_name,
+        opts.proxy, opts.ip_family, opts.follow_redirects, opts.max_redirects,
+        opts.max_body_bytes, timeout, deadline, wires=plan.wires,
+    )
+    if probe is not None:
+        probe.current = req
     try:
-        headers.update(_auth_header(opts))
-    except OSError as exc:
-        raise FetchFailed(Result.fail("error", f"cannot read credentials: {exc}")) from None
-    skip = () if opts.json_body is not None or any(
-        k.lower() == "content-type" for k in headers) else ("Content-Type",)
-    try:
-        context = _context(opts.tls)  # also for http: a redirect may lead to https
-    except (ssl.SSLError, OSError, ValueError) as exc:
-        raise FetchFailed(Result.fail("tls", f"cannot load TLS files: {ssl_reason(exc)}")) from None
-    session = open_session(ip_family=opts.ip_family, timeout=timeout)
-    try:
-        async with session:
-            resp = await session.request(
-                opts.method,
-                spec.target,
-                headers=headers,
-                data=opts.body.encode() if opts.body else None,
-                json=opts.json_body,
-                skip_auto_headers=skip,
-                allow_redirects=opts.follow_redirects,
-                max_redirects=opts.max_redirects,
-                proxy=opts.proxy or None,
-                ssl=context,
-                server_hostname=opts.tls.server_name or None,
-            )
-            async with resp:
-                readings = _cert_readings(peer_cert(session, resp))
-                body = await _read_body(resp, opts.max_body_bytes, readings)
-    except aiohttp.TooManyRedirects as exc:
-        last = exc.history[-1] if exc.history else None
-        code = last.status if last is not None else -1
-        where = f", last to {last.headers.get('Location', '?')}" if last is not None else ""
+        resp = await send(req)
+    except TransportError as exc:
+        raise FetchFailed(Result.fail(exc.reason, exc.message, code=exc.code)) from None
+    except TooLarge as exc:
         raise FetchFailed(Result.fail(
-            "unexpected_response", f"more than {opts.max_redirects} redirects{where}", code=code
+            "unexpected_response", f"body is larger than max_body_bytes ({opts.max_body_bytes})",
+            code=exc.code, readings=_cert_readings(exc.peer_cert),
         )) from None
-    except (aiohttp.ClientError, OSError, ValueError) as exc:  # TimeoutError is an OSError
-        raise FetchFailed(transport_failure(exc, timeout, _is_https(exc, spec.target))) from None
-    readings.append(Reading(CONTENT_LENGTH, float(len(body)), "Length of the response body"))
-    got = Fetched(resp.status, resp.reason or "", body, _charset(resp), readings)
+    except _TlsFiles as exc:
+        raise FetchFailed(Result.fail("tls", f"cannot load TLS files: {exc}")) from None
+    readings = _cert_readings(resp.peer_cert)
+    readings.append(Reading(CONTENT_LENGTH, float(len(resp.body)), "Length of the response body"))
+    got = Fetched(resp.status, resp.reason, resp.body, _charset(resp.headers), readings)
     if got.status not in opts.status_set:
         raise FetchFailed(Result.fail(
             "unexpected_code",
@@ -290,26 +294,27 @@ async def fetch(spec: Any, opts: RequestOptions) -> Fetched:
     return got
 
 
+class _TlsFiles(Exception):
+    """The probe's CA, certificate or key file cannot be loaded (at the first https hop)."""
+
+
 # Contexts for tls blocks that name no file, by the block's values: nothing on
 # disk can change under them, so no stat and no deep key building per run.
 _PLAIN_CONTEXTS: dict[tuple[object, ...], ssl.SSLContext] = {}
 
 
 def _context(tls: TlsOptions) -> ssl.SSLContext:
-    if tls.ca_file or tls.cert_file or tls.key_file:
-        return ssl_context(tls)  # shared, rebuilt when a file changes
-    key = tuple(vars(tls).values())
-    ctx = _PLAIN_CONTEXTS.get(key)
-    if ctx is None:
-        ctx = _PLAIN_CONTEXTS[key] = ssl_context(tls)
-    return ctx
-
-
-def _is_https(exc: BaseException, target: str) -> bool:
-    """Whether the request that failed went over TLS (a redirect may have changed the scheme)."""
-    info = getattr(exc, "request_info", None)
-    url = str(info.real_url) if info is not None else target
-    return url.startswith("https:")
+    """The probe's TLS context, asked for only when a hop is https (also after a redirect)."""
+    try:
+        if tls.ca_file or tls.cert_file or tls.key_file:
+            return ssl_context(tls)  # shared, rebuilt when a file changes
+        key = tuple(vars(tls).values())
+        ctx = _PLAIN_CONTEXTS.get(key)
+        if ctx is None:
+            ctx = _PLAIN_CONTEXTS[key] = ssl_context(tls)
+        return ctx
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise _TlsFiles(ssl_reason(exc)) from None
 
 
 def _auth_header(opts: RequestOptions) -> dict[str, str]:
@@ -321,30 +326,28 @@ def _auth_header(opts: RequestOptions) -> dict[str, str]:
     return {}
 
 
-async def _read_body(resp: aiohttp.ClientResponse, limit: int, readings: list[Reading]) -> bytes:
-    chunks, size = [], 0
-    async for chunk in resp.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > limit:
-            raise FetchFailed(Result.fail(
-                "unexpected_response", f"body is larger than max_body_bytes ({limit})",
-                code=resp.status, readings=readings,
-            ))
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _charset(resp: aiohttp.ClientResponse) -> str:
-    m = re.search(r"charset=\"?([\w.:-]+)", resp.headers.get("Content-Type", ""), re.IGNORECASE)
+def _charset(headers: dict[str, str]) -> str:
+    m = re.search(r"charset=\"?([\w.:-]+)", headers.get("content-type", ""), re.IGNORECASE)
     return m.group(1) if m else "utf-8"
+
+
+_NOT_AFTER: dict[bytes, float | None] = {}  # a server's certificate, parsed once
 
 
 def _cert_readings(der: bytes | None) -> list[Reading]:
     if der is None:
         return []
-    try:
-        not_after = x509.load_der_x509_certificate(der).not_valid_after_utc.timestamp()
-    except ValueError:  # a certificate cryptography cannot parse: no reading, not a failure
+    if der in _NOT_AFTER:
+        not_after = _NOT_AFTER[der]
+    else:
+        try:
+            not_after = x509.load_der_x509_certificate(der).not_valid_after_utc.timestamp()
+        except ValueError:  # a certificate cryptography cannot parse: no reading, not a failure
+            not_after = None
+        if len(_NOT_AFTER) >= 1024:
+            _NOT_AFTER.clear()
+        _NOT_AFTER[der] = not_after
+    if not_after is None:
         return []
     return [Reading(CERT_EXPIRY, not_after, "Unix time the server's leaf certificate expires")]
 
@@ -357,19 +360,28 @@ class RequestProbe(Kind):
 
     Options: ClassVar[type[RequestOptions]] = RequestOptions
 
+    def __init__(self, spec: Any) -> None:
+        super().__init__(spec)
+        self.plan = Plan(spec, spec.options)
+        self.current: Request | None = None  # the run under way: where it is, if cut
+
     @classmethod
     def validate(cls, spec: Any) -> list[tuple[str, str]]:
         return url_problems(spec.target)
 
     async def run(self, deadline: float) -> Result:
         try:
-            got = await fetch(self.spec, self.spec.options)
+            got = await fetch(self.spec, self.options, deadline, self.plan, self)
         except FetchFailed as failed:
             return failed.result
         return self.judge(got)
 
     def timed_out(self, timeout: float) -> Result:
-        return Result.fail("timeout", f"no response within {timeout:g}s")
+        """Cut at the deadline: say whether the connection or the reply was awaited."""
+        stage = self.current.stage if self.current is not None else "connect"
+        if stage == "response":
+            return Result.fail("timeout", f"no response within {timeout:g}s")
+        return Result.fail("timeout", f"{stage} timed out after {timeout:g}s")
 
     def judge(self, got: Fetched) -> Result:
         raise NotImplementedError

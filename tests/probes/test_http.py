@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime
+import gzip
 import json
 import selectors
 import socket
@@ -35,7 +37,7 @@ from probes.base import Result
 from probes.http import CERT_EXPIRY, CONTENT_LENGTH
 from probes.registry import get_kind
 from tests.probes.run import once, run_once
-from tests.probes.servers import closed_port
+from tests.probes.servers import TcpServer, closed_port
 from tests.support import ROOT, probewatch_argv
 
 # --- servers -------------------------------------------------------------------
@@ -369,6 +371,7 @@ def test_slow_server_is_a_timeout_cut_at_the_probe_timeout(web: LoopbackServer) 
     started = time.monotonic()
     result = run("http", f"{web.base}/slow?s=3", timeout="300ms")
     assert (result.up, result.reason, result.code) == (False, "timeout", -1)
+    assert result.message == "no response within 0.3s"  # connected: the reply was awaited
     assert time.monotonic() - started < 1.5
 
 
@@ -627,3 +630,146 @@ def test_a_run_cut_at_its_timeout_closes_its_connection_at_once() -> None:
         thread.join(5)
         assert (result.up, result.reason) == (False, "timeout")
         assert closed_after and closed_after[0] - started < 1.0
+
+
+# --- what the lean client must get right: framing, bad peers, cancellation -----------
+
+
+def read_head(conn: socket.socket) -> bytes:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+@contextmanager
+def raw_reply(*parts: bytes, pause: float = 0.0) -> Iterator[TcpServer]:
+    """A server that reads the request head, then sends ``parts`` (``pause`` s apart) and closes."""
+
+    def handler(conn: socket.socket) -> bytes:
+        seen = read_head(conn)
+        for i, part in enumerate(parts):
+            if i and pause:
+                time.sleep(pause)
+            conn.sendall(part)
+        return seen
+
+    server = TcpServer(handler)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+CHUNKED = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: text/plain\r\n\r\n"
+           b"7;ext=1\r\nhello, \r\n", b"6\r\nchunks\r\n0\r\nX-Trailer: yes\r\n\r\n")
+
+
+def test_chunked_body_arriving_in_pieces_is_decoded() -> None:
+    with raw_reply(*CHUNKED, pause=0.05) as server:
+        result = run("http", f"http://{server.target}/", {"body_regex": "^hello, chunks$"})
+    assert (result.up, result.code) == (True, 200), result.message
+    assert reading(result, CONTENT_LENGTH) == len(b"hello, chunks")
+
+
+def test_chunked_body_past_max_body_bytes_fails() -> None:
+    with raw_reply(*CHUNKED) as server:
+        result = run("http", f"http://{server.target}/", {"max_body_bytes": 10})
+    assert (result.up, result.reason, result.code) == (False, "unexpected_response", 200)
+    assert result.message == "body is larger than max_body_bytes (10)"
+
+
+def test_body_delimited_by_the_close_is_read_to_the_end() -> None:
+    with raw_reply(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nfirst part, ",
+                   b"second part", pause=0.05) as server:
+        result = run("http", f"http://{server.target}/", {"body_regex": "first part, second part"})
+    assert (result.up, result.code) == (True, 200), result.message
+    assert reading(result, CONTENT_LENGTH) == len(b"first part, second part")
+
+
+def test_interim_100_continue_is_skipped() -> None:
+    with raw_reply(b"HTTP/1.1 100 Continue\r\n\r\n",
+                   b"HTTP/1.1 204 No Content\r\n\r\n") as server:
+        result = run("http", f"http://{server.target}/")
+    assert (result.up, result.code, result.message) == (True, 204, "HTTP 204 No Content")
+
+
+def test_gzip_body_is_decoded_and_its_decoded_size_is_bounded() -> None:
+    text = b"compressed status page " * 100
+    packed = gzip.compress(text)
+    reply = (b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\n"
+             b"Content-Length: %d\r\n\r\n" % len(packed)) + packed
+    with raw_reply(reply) as server:
+        result = run("http", f"http://{server.target}/", {"body_regex": "^compressed status"})
+        assert (result.up, reading(result, CONTENT_LENGTH)) == (True, len(text)), result.message
+        assert b"gzip" in server.received[-1]  # Accept-Encoding offered it
+    with raw_reply(reply) as server:  # small on the wire, too large once decoded
+        bomb = run("http", f"http://{server.target}/", {"max_body_bytes": 1000})
+    assert (bomb.up, bomb.reason, bomb.message) == (
+        False, "unexpected_response", "body is larger than max_body_bytes (1000)")
+
+
+@pytest.mark.parametrize("reply, message", [
+    ([b"SSH-2.0-OpenSSH_9.6\r\n"], "bad response: not HTTP: b'SSH-2.0-OpenSSH_9.6\\r\\n'"),
+    ([b"HTTP/1.1 2OO OK\r\n\r\n"], "bad response: not an HTTP status line: 'HTTP/1.1 2OO OK'"),
+    ([b"HTTP/1.1 200 OK\r\nBroken header line\r\n\r\n"],
+     "bad response: malformed header line 'Broken header line'"),
+    ([b"HTTP/1.1 200 OK\r\nX-Huge: " + b"h" * 70000],
+     "bad response: the status line and headers exceed 65536 bytes"),
+    ([b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this"],
+     "broken body: the connection closed with 91 bytes of the Content-Length still to come"),
+    ([b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"],
+     "broken body: bad chunk size b'zz'"),
+    ([b"HTTP/1.1 200 OK\r\nContent-Length: ten\r\n\r\n"], "bad response: Content-Length 'ten'"),
+])
+def test_a_peer_that_does_not_speak_http_is_a_clear_failure(reply: list[bytes],
+                                                              message: str) -> None:
+    with raw_reply(*reply) as server:
+        result = run("http", f"http://{server.target}/")
+    assert (result.up, result.reason, result.message) == (False, "unexpected_response", message)
+
+
+def test_a_peer_that_closes_without_answering_is_named() -> None:
+    with raw_reply() as server:
+        result = run("http", f"http://{server.target}/")
+    assert (result.up, result.reason, result.message) == (
+        False, "error", "server closed the connection without a response")
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_a_cancelled_run_closes_its_socket_at_once(scheme: str) -> None:
+    """The scheduler cancels a run (reload, stop): the peer sees the close right away."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        closed_after: list[float] = []
+
+        def accept_and_wait() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                conn.settimeout(5)
+                while conn.recv(65536):  # request or TLS hello, then nothing until the close
+                    pass
+                closed_after.append(time.monotonic())
+
+        thread = threading.Thread(target=accept_and_wait, daemon=True)
+        thread.start()
+        spec = parse_config(probe_config("http", f"{scheme}://127.0.0.1:{port}/", timeout="5s",
+                                         options={"tls": {"insecure_skip_verify": True}}),
+                            "t.yml").probes[0]
+
+        async def cancel_soon() -> float:
+            task = asyncio.ensure_future(once(get_kind("http")(spec)))
+            await asyncio.sleep(0.3)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            return time.monotonic()
+
+        cancelled = asyncio.run(cancel_soon())
+        thread.join(5)
+        assert closed_after and closed_after[0] - cancelled < 0.5
