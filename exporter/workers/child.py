@@ -1,0 +1,103 @@
+"""One worker process: the Scheduler on its share of the probes, driven by the parent.
+
+    python -m exporter.workers.child FD INDEX --log.level=... --log.format=... [--log.file=...]
+
+FD is the worker's end of the socketpair.  Requests (tuples, first item the
+operation) and their replies:
+
+- ``("apply", specs)`` -> ``("applied", count)``: replace the probe set;
+- ``("scrape",)`` -> ``("scrape", families, own)``: ``probe_families`` of every
+  probe, and the worker's own telemetry families (prometheus_client Metric
+  objects) that the parent merges (``merge.OWN``);
+- ``("states", names or None)`` -> ``("states", [ProbeState, ...])``;
+- ``("stop",)`` -> ``("stopped",)``, then the process ends.
+
+End of file on FD (the parent is gone, even killed) stops the worker too.
+SIGINT and SIGHUP are ignored: the parent has them (a terminal's Ctrl-C
+reaches the whole group; the parent stops its workers itself).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+from probes.redact import mask_log_records
+
+from .. import logs
+from ..exposition import probe_families
+from ..scheduler import Scheduler
+from ..telemetry import Telemetry
+from .channel import Channel
+from .merge import OWN
+
+log = logging.getLogger("probewatch.worker")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="probewatch-worker")
+    parser.add_argument("fd", type=int)
+    parser.add_argument("index", type=int)
+    logs.add_flags(parser)
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    mask_log_records()
+    logs.setup(args.log_level, args.log_file or None, args.log_format)
+    channel = Channel(args.fd)
+    telemetry = Telemetry()
+    scheduler = Scheduler(telemetry)
+    scheduler.start()
+    try:
+        serve(channel, scheduler, telemetry)
+    finally:
+        scheduler.stop()
+    return 0
+
+
+def serve(channel: Channel, scheduler: Scheduler, telemetry: Telemetry) -> None:
+    while True:
+        try:
+            message = channel.receive()
+        except (EOFError, OSError):
+            log.debug("the parent is gone; worker stopping")
+            return
+        op = message[0]
+        try:
+            reply = handle(op, message, scheduler, telemetry)
+        except Exception as exc:  # the worker keeps serving; the parent sees the error
+            log.exception("worker request failed", extra={"request": op})
+            reply = ("error", f"{op}: {type(exc).__name__}: {exc}")
+        try:
+            channel.send(reply)
+        except OSError:
+            return
+        if op == "stop":
+            return
+
+
+def handle(op: str, message: tuple[Any, ...], scheduler: Scheduler, telemetry: Telemetry) -> tuple[Any, ...]:
+    if op == "scrape":
+        own = [fam for fam in telemetry.registry.collect() if fam.name in OWN]
+        return ("scrape", probe_families(scheduler.states()), own)
+    if op == "apply":
+        scheduler.apply(message[1])
+        return ("applied", len(message[1]))
+    if op == "states":
+        names = message[1]
+        if names is None:
+            return ("states", scheduler.states())
+        found = [scheduler.state(name) for name in names]
+        return ("states", [s for s in found if s is not None])
+    if op == "stop":
+        return ("stopped",)
+    return ("error", f"unknown request {op!r}")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PROBEWATCH_INIT", "0")
+    sys.exit(main())
