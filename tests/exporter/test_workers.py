@@ -1,0 +1,191 @@
+"""serve --workers 2: real worker processes behind one /metrics, against real loopback listeners."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.exporter.exporter_process import Running, serve
+from tests.probes.servers import TcpServer
+from tests.support import ROOT, probewatch_argv, wait_for
+
+PROBES = 300
+
+
+@pytest.fixture(scope="module")
+def listeners() -> Iterator[list[TcpServer]]:
+    servers = [TcpServer(lambda conn: b"") for _ in range(6)]
+    yield servers
+    for server in servers:
+        server.close()
+
+
+def _config(servers: list[TcpServer], count: int = PROBES, prefix: str = "p", group: str = "a") -> str:
+    lines = ["defaults: {period: 2s, timeout: 1s}", "probes:"]
+    lines += [f'  - {{name: {prefix}{i:03d}, kind: tcp, target: "{servers[i % len(servers)].target}", '
+              f"labels: {{group: {group}}}}}" for i in range(count)]
+    return "\n".join(lines) + "\n"
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as fh:
+                out += [int(p) for p in fh.read().split()]
+        except OSError:
+            pass
+    return sorted(out)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _page(pw: Running, gzip_ok: bool = False) -> tuple[str, dict[str, str]]:
+    headers = {"Accept-Encoding": "gzip"} if gzip_ok else {}
+    request = urllib.request.Request(pw.url + "/metrics", headers=headers)
+    with urllib.request.urlopen(request, timeout=20) as resp:
+        body, got = resp.read(), dict(resp.headers)
+    if got.get("Content-Encoding") == "gzip":
+        body = gzip.decompress(body)
+    return body.decode(), got
+
+
+def _probes_of(text: str, family: str = "probewatch_probe_runs_total") -> Counter[str]:
+    return Counter(line.split('probe="', 1)[1].split('"', 1)[0]
+                   for line in text.splitlines() if line.startswith(family + "{"))
+
+
+def _every_probe_ran(pw: Running, prefix: str = "p", count: int = PROBES) -> bool:
+    text, _ = _page(pw)
+    up = _probes_of(text, "probewatch_probe_up")
+    return len(up) == count and all(name.startswith(prefix) for name in up)
+
+
+def test_two_workers_serve_every_probe_once_under_one_header(tmp_path: Path,
+                                                            listeners: list[TcpServer]) -> None:
+    config = tmp_path / "probewatch.yml"
+    config.write_text(_config(listeners))
+    with serve(config, "--workers=2", "--config.watch-interval=0") as pw:
+        workers = _children(pw.proc.pid)
+        assert len(workers) == 2, f"expected two worker processes, found {workers}"
+        wait_for(lambda: _every_probe_ran(pw), 30, what="every probe's first run")
+        text, _ = _page(pw)
+        runs = _probes_of(text)
+        assert sorted(runs) == [f"p{i:03d}" for i in range(PROBES)]
+        assert set(runs.values()) == {1}, "a probe appears more than once"
+        types = Counter(line.split()[2] for line in text.splitlines() if line.startswith("# TYPE "))
+        assert types and max(types.values()) == 1, [name for name, n in types.items() if n > 1]
+        # Both workers ran probes, and the merged telemetry counts every probe.
+        assert pw.value("probewatch_probes", state="active") == PROBES
+        assert pw.value("probewatch_worker_up", worker="0") == 1
+        assert pw.value("probewatch_worker_up", worker="1") == 1
+        assert pw.value("probewatch_probe_up", probe="p000") == 1
+        # The merged lag histogram counts the runs of both workers' probes.
+        total_runs = sum(v for (n, _), v in pw.samples().items() if n == "probewatch_probe_runs_total")
+        lag_count = pw.value("probewatch_scheduler_lag_seconds_count") or 0
+        assert lag_count >= PROBES and lag_count >= total_runs - PROBES
+        # gzip, as Prometheus asks for it: the same probes, once each.
+        zipped, zheaders = _page(pw, gzip_ok=True)
+        assert zheaders.get("Content-Encoding") == "gzip"
+        assert _probes_of(zipped) == runs
+        # The status API reads the states from the workers.
+        status, body, _ = pw.get("/api/v1/probes/p123")
+        assert status == 200 and '"p123"' in body
+        assert pw.get("/-/ready")[0] == 200
+
+
+def test_reload_reaches_every_worker_and_a_bad_config_keeps_them_running(
+        tmp_path: Path, listeners: list[TcpServer]) -> None:
+    config = tmp_path / "probewatch.yml"
+    config.write_text(_config(listeners))
+    with serve(config, "--workers=2", "--config.watch-interval=0") as pw:
+        wait_for(lambda: _every_probe_ran(pw), 30, what="every probe's first run")
+        config.write_text(_config(listeners, 200, prefix="q", group="b"))
+        pw.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: _every_probe_ran(pw, "q", 200), 30, what="the new probes on both workers")
+        text, _ = _page(pw)
+        assert not _probes_of(text).keys() & {f"p{i:03d}" for i in range(PROBES)}
+        assert pw.value("probewatch_probes", state="active") == 200
+        config.write_text("probes:\n  - {name: broken, kind: tcp}\n")  # no target
+        pw.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: pw.value("probewatch_config_last_reload_successful") == 0, 15,
+                 what="the failed reload to show")
+        time.sleep(2.5)  # a period: the old probes keep running
+        assert _every_probe_ran(pw, "q", 200)
+        assert "config reload failed" in pw.output()
+
+
+def test_a_killed_worker_is_restarted_and_its_probes_come_back(tmp_path: Path,
+                                                               listeners: list[TcpServer]) -> None:
+    config = tmp_path / "probewatch.yml"
+    config.write_text(_config(listeners))
+    with serve(config, "--workers=2", "--config.watch-interval=0") as pw:
+        wait_for(lambda: _every_probe_ran(pw), 30, what="every probe's first run")
+        first, second = _children(pw.proc.pid)
+        os.kill(first, signal.SIGKILL)
+        wait_for(lambda: sum(pw.value("probewatch_worker_restarts_total", worker=w) or 0
+                             for w in ("0", "1")) == 1, 30, what="the restart counted")
+        wait_for(lambda: pw.get("/-/ready")[0] == 200, 30, what="ready again")
+        wait_for(lambda: _every_probe_ran(pw), 30, what="the killed worker's probes back")
+        now = _children(pw.proc.pid)
+        assert second in now and first not in now and len(now) == 2
+        assert "worker exited; restarting it" in pw.output()
+
+
+def test_sigterm_stops_every_worker(tmp_path: Path, listeners: list[TcpServer]) -> None:
+    config = tmp_path / "probewatch.yml"
+    config.write_text(_config(listeners, 40))
+    with serve(config, "--workers=2", "--config.watch-interval=0") as pw:
+        workers = _children(pw.proc.pid)
+        assert len(workers) == 2
+        pw.proc.send_signal(signal.SIGTERM)
+        assert pw.proc.wait(20) == 0
+        wait_for(lambda: not any(_alive(p) for p in workers), 10, what="the workers to end")
+
+
+def test_workers_end_when_the_parent_is_killed(tmp_path: Path, listeners: list[TcpServer]) -> None:
+    config = tmp_path / "probewatch.yml"
+    config.write_text(_config(listeners, 40))
+    with serve(config, "--workers=2", "--config.watch-interval=0") as pw:
+        workers = _children(pw.proc.pid)
+        assert len(workers) == 2
+        pw.proc.send_signal(signal.SIGKILL)
+        pw.proc.wait(10)
+        # Reparented, they see the end of their channel and stop by themselves.
+        wait_for(lambda: not any(_alive(p) for p in workers), 15, what="the orphaned workers to end")
+
+
+def test_a_bad_config_fails_as_with_one_process(tmp_path: Path) -> None:
+    config = tmp_path / "probewatch.yml"
+    config.write_text("probes:\n  - {name: broken, kind: tcp}\n")
+    one = subprocess.run(probewatch_argv("serve", f"--config.file={config}", "--web.listen-address=127.0.0.1:0"),
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    two = subprocess.run(probewatch_argv("serve", f"--config.file={config}", "--web.listen-address=127.0.0.1:0",
+                                         "--workers=2"), cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert one.returncode == two.returncode == 2
+    assert two.stderr.strip() and two.stderr == one.stderr
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two", "\uff11"])
+def test_a_bad_workers_value_is_refused(tmp_path: Path, value: str) -> None:
+    config = tmp_path / "probewatch.yml"
+    config.write_text("probes: []\n")
+    done = subprocess.run(probewatch_argv("serve", f"--config.file={config}", f"--workers={value}"),
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "--workers" in done.stderr and "auto" in done.stderr
