@@ -6,9 +6,11 @@ FD is the worker's end of the socketpair.  Requests (tuples, first item the
 operation) and their replies:
 
 - ``("apply", specs)`` -> ``("applied", count)``: replace the probe set;
-- ``("scrape",)`` -> ``("scrape", families, own)``: ``probe_families`` of every
-  probe, and the worker's own telemetry families (prometheus_client Metric
-  objects) that the parent merges (``merge.OWN``);
+- ``("scrape", gzip)`` -> ``("scrape", families, own)``: ``probe_families`` of
+  every probe (with ``gzip``, each family's samples as one gzip member, made
+  here so both cores compress and the parent only concatenates), and the
+  worker's own telemetry families (prometheus_client Metric objects) that the
+  parent merges (``merge.OWN``);
 - ``("states", names or None)`` -> ``("states", [ProbeState, ...])``;
 - ``("stop",)`` -> ``("stopped",)``, then the process ends.
 
@@ -20,6 +22,7 @@ reaches the whole group; the parent stops its workers itself).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import signal
@@ -33,6 +36,7 @@ from ..exposition import probe_families
 from ..scheduler import Scheduler
 from ..telemetry import Telemetry
 from .channel import Channel
+from .gzip import gzip_member
 from .merge import OWN
 
 log = logging.getLogger("probewatch.worker")
@@ -83,7 +87,10 @@ def serve(channel: Channel, scheduler: Scheduler, telemetry: Telemetry) -> None:
 def handle(op: str, message: tuple[Any, ...], scheduler: Scheduler, telemetry: Telemetry) -> tuple[Any, ...]:
     if op == "scrape":
         own = [fam for fam in telemetry.registry.collect() if fam.name in OWN]
-        return ("scrape", probe_families(scheduler.states()), own)
+        families = probe_families(scheduler.states())
+        if message[1]:
+            families = [dataclasses.replace(fam, samples=(gzip_member(fam.samples),)) for fam in families]
+        return ("scrape", families, own)
     if op == "apply":
         scheduler.apply(message[1])
         return ("applied", len(message[1]))

@@ -15,8 +15,10 @@ from typing import Any
 
 from ..config import load_config
 from ..exposition import assemble, merge_own
-from ..service import Exporter, Request, Response
+from ..service import OPENMETRICS_TYPE, TEXT_TYPE, Exporter, Request, Response
 from ..sharding import Shard
+from ..web import accepts_gzip
+from .gzip import members
 from .merge import MergedOwn
 from .pool import WorkerPool
 
@@ -49,13 +51,23 @@ class PoolExporter(Exporter):
     def probe_count(self) -> int:
         return sum(len(w.specs) for w in self.pool.workers)
 
-    def metrics(self, openmetrics: bool) -> list[bytes]:
+    def metrics(self, openmetrics: bool, gzip: bool = False) -> list[bytes]:
+        """The page; with ``gzip``, as gzip members (see exporter/workers/gzip.py)."""
         # One scrape at a time: the merged telemetry belongs to the replies just read.
         with self._scrape_lock:
-            replies = self.pool.scrape()
+            replies = self.pool.scrape(gzip)
             self.merged.update(own for _, own in replies)
             parts = assemble([families for families, _ in replies], openmetrics)
-            return merge_own(parts, self.telemetry.render(openmetrics), openmetrics)
+            page = merge_own(parts, self.telemetry.render(openmetrics), openmetrics)
+        return members(page) if gzip else page
+
+    def _get_metrics(self, request: Request) -> Response:
+        openmetrics = "application/openmetrics-text" in (request.headers.get("Accept") or "")
+        compress = accepts_gzip(request.headers.get("Accept-Encoding") or "")
+        body = self.metrics(openmetrics, compress)
+        # Content-Encoding set here tells the server the body is already encoded.
+        return Response(200, body, OPENMETRICS_TYPE if openmetrics else TEXT_TYPE,
+                        headers={"Content-Encoding": "gzip"} if compress else {})
 
     def _get_ready(self, request: Request) -> Response:
         if self.ready and self.pool.loaded():

@@ -125,9 +125,10 @@ class WorkerPool:
         self._calls.shutdown(wait=False, cancel_futures=True)
 
     # -- for /metrics and /-/ready -----------------------------------------------------
-    def scrape(self) -> list[tuple[list[Family], list[Any]]]:
-        """Every answering worker's (probe families, own telemetry families)."""
-        replies = self._each(lambda w: self._ask(w, ("scrape",)))
+    def scrape(self, gzip: bool = False) -> list[tuple[list[Family], list[Any]]]:
+        """Every answering worker's (probe families, own telemetry families); with
+        ``gzip`` each family's samples come as one gzip member."""
+        replies = self._each(lambda w: self._ask(w, ("scrape", gzip)))
         return [(r[1], r[2]) for r in replies if r]
 
     def loaded(self) -> bool:

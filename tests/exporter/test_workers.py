@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import signal
 import subprocess
 import time
+import urllib.parse
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
+from tests.deploy.alerting_stack import get_json, serving
 from tests.exporter.exporter_process import Running, serve
 from tests.probes.servers import TcpServer
-from tests.support import ROOT, probewatch_argv, wait_for
+from tests.support import ROOT, probewatch_argv, require_binary, wait_for
 
 PROBES = 300
 
@@ -107,6 +111,36 @@ def test_two_workers_serve_every_probe_once_under_one_header(tmp_path: Path,
         status, body, _ = pw.get("/api/v1/probes/p123")
         assert status == 200 and '"p123"' in body
         assert pw.get("/-/ready")[0] == 200
+
+
+def test_prometheus_reads_the_workers_gzip_members(tmp_path: Path, listeners: list[TcpServer]) -> None:
+    """Each worker compresses its own families; Go's gzip reader (Prometheus) reads the members
+    as one stream, so every probe arrives."""
+    binary = require_binary("prometheus")
+    config = tmp_path / "probewatch.yml"
+    config.write_text(_config(listeners))
+    with serve(config, "--workers=2", "--config.watch-interval=0", "--log.level=debug") as pw:
+        wait_for(lambda: _every_probe_ran(pw), 30, what="every probe's first run")
+        prom_config = tmp_path / "prometheus.yml"
+        prom_config.write_text(yaml.safe_dump({
+            "global": {"scrape_interval": "1s"},
+            "scrape_configs": [{"job_name": "probewatch",
+                                "static_configs": [{"targets": [pw.url.removeprefix("http://")]}]}],
+        }))
+        argv = [binary, f"--config.file={prom_config}", f"--storage.tsdb.path={tmp_path / 'data'}"]
+        with serving(tmp_path, "prometheus", argv) as prom:
+
+            def counted() -> float | None:
+                query = urllib.parse.urlencode({"query": "count(probewatch_probe_up)"})
+                result = get_json(f"{prom}/api/v1/query?{query}")["data"]["result"]
+                return float(result[0]["value"][1]) if result else None
+
+            assert wait_for(counted, 30, interval=0.5, what="Prometheus to scrape") == PROBES
+            targets = get_json(f"{prom}/api/v1/targets")["data"]["activeTargets"]
+            assert [(t["health"], t["lastError"]) for t in targets] == [("up", "")]
+        scrapes = re.findall(r"path=/metrics status=200 .*encoding=(\S+) .*user_agent=\"?Prometheus",
+                             pw.output())
+        assert scrapes and set(scrapes) == {"gzip"}
 
 
 def test_reload_reaches_every_worker_and_a_bad_config_keeps_them_running(
