@@ -35,6 +35,7 @@ from .. import logs
 from ..exposition import probe_families
 from ..scheduler import Scheduler
 from ..telemetry import Telemetry
+from . import trim_heap
 from .channel import Channel
 from .gzip import gzip_member
 from .merge import OWN
@@ -93,6 +94,7 @@ def handle(op: str, message: tuple[Any, ...], scheduler: Scheduler, telemetry: T
         return ("scrape", families, own)
     if op == "apply":
         scheduler.apply(message[1])
+        trim_heap()
         return ("applied", len(message[1]))
     if op == "states":
         names = message[1]

@@ -18,6 +18,7 @@ from ..exposition import assemble, merge_own
 from ..service import OPENMETRICS_TYPE, TEXT_TYPE, Exporter, Request, Response
 from ..sharding import Shard
 from ..web import accepts_gzip
+from . import trim_heap
 from .gzip import members
 from .merge import MergedOwn
 from .pool import WorkerPool
@@ -46,6 +47,7 @@ class PoolExporter(Exporter):
             raise
         with self._lock:
             self._install(config)
+        trim_heap()
         self.ready = True
 
     def probe_count(self) -> int:
