@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import re
 import signal
@@ -15,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 import yaml
 
 from tests.deploy.alerting_stack import get_json, serving
@@ -223,3 +225,26 @@ def test_a_bad_workers_value_is_refused(tmp_path: Path, value: str) -> None:
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "--workers" in done.stderr and "auto" in done.stderr
+
+
+def test_registered_probes_and_status_work_with_workers(tmp_path: Path, listeners: list[TcpServer]) -> None:
+    token = "s3cret-token"
+    (tmp_path / "token").write_text(token + "\n")
+    config = tmp_path / "probewatch.yml"
+    config.write_text("api: {token_file: token, state_file: state/registered.json}\n"
+                      + _config(listeners, 20))
+    auth = {"Authorization": f"Bearer {token}"}
+    with serve(config, "--workers=2", "--config.watch-interval=0") as pw:
+        wait_for(lambda: _every_probe_ran(pw, "p", 20), 30, what="the file's probes")
+        names = [f"extra{i}" for i in range(6)]  # enough that both workers get some
+        for name in names:
+            body = json.dumps({"kind": "tcp", "target": listeners[0].target, "labels": {"group": "api"}})
+            created = requests.put(f"{pw.url}/api/v1/probes/{name}", data=body, headers=auth, timeout=10)
+            assert created.status_code == 201, created.text
+        wait_for(lambda: all(pw.value("probewatch_probe_up", probe=n, group="api") == 1 for n in names),
+                 30, what="the registered probes to run in the workers")
+        status = requests.get(f"{pw.url}/status", timeout=10).json()
+        assert sorted(p["name"] for p in status["probes"]) == sorted([*names, *(f"p{i:03d}" for i in range(20))])
+        assert requests.delete(f"{pw.url}/api/v1/probes/extra0", headers=auth, timeout=10).status_code == 204
+        wait_for(lambda: pw.value("probewatch_probe_up", probe="extra0") is None, 10, what="extra0 gone")
+        assert requests.get(f"{pw.url}/api/v1/probes/extra1", timeout=10).json()["up"] is True
