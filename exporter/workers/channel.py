@@ -10,17 +10,20 @@ from __future__ import annotations
 import pickle
 import socket
 import threading
+import time
 from multiprocessing.connection import Connection
 from typing import Any
 
-# How long the parent waits for a worker's reply before it counts the worker as
-# hung (it is then killed and restarted).  An apply of 50,000 specs on a busy
-# machine takes seconds; a scrape's reply, milliseconds to a second.
+# How long a caller waits for a reply by default (see pool.py for each request's).
 REPLY_TIMEOUT = 60.0
 
 
 class WorkerGone(Exception):
-    """The worker's end is closed or it did not answer in time."""
+    """The worker's end is closed, or it answered with an error."""
+
+
+class WorkerSlow(Exception):
+    """No reply within the timeout; the reply, if it comes, is dropped then."""
 
 
 def pair() -> tuple[socket.socket, socket.socket]:
@@ -31,25 +34,41 @@ def pair() -> tuple[socket.socket, socket.socket]:
 
 
 class Channel:
-    """One end of the pair; ``call`` is a request and its reply, one caller at a time."""
+    """One end of the pair.  Requests carry a number and replies repeat it, so a reply
+    that comes after its caller gave up is recognised and dropped; ``call`` is a
+    request and its reply, one caller at a time."""
 
     def __init__(self, fd: int) -> None:
         self.conn = Connection(fd)
         self._lock = threading.Lock()
+        self._seq = 0
+        # Since when a request of this channel has waited in vain (None: every
+        # request so far got its reply).
+        self.silent_since: float | None = None
 
     def send(self, message: Any) -> None:
         self.conn.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
 
-    def receive(self, timeout: float | None = None) -> Any:
-        if timeout is not None and not self.conn.poll(timeout):
-            raise WorkerGone(f"no reply within {timeout:g}s")
+    def receive(self) -> Any:
         return pickle.loads(self.conn.recv_bytes())
 
     def call(self, message: Any, timeout: float = REPLY_TIMEOUT) -> Any:
+        began = time.monotonic()
+        deadline = began + timeout
         with self._lock:
+            self._seq += 1
+            seq = self._seq
             try:
-                self.send(message)
-                reply = self.receive(timeout)
+                self.send((seq, message))
+                while True:
+                    left = deadline - time.monotonic()
+                    if left <= 0 or not self.conn.poll(left):
+                        self.silent_since = self.silent_since or began
+                        raise WorkerSlow(f"no reply within {timeout:g}s")
+                    got, reply = self.receive()
+                    self.silent_since = None
+                    if got == seq:
+                        break
             except (OSError, EOFError) as exc:
                 raise WorkerGone(str(exc) or type(exc).__name__) from None
         if isinstance(reply, tuple) and reply and reply[0] == "error":

@@ -2,7 +2,8 @@
 
     python -m exporter.workers.child FD INDEX --log.level=... --log.format=... [--log.file=...]
 
-FD is the worker's end of the socketpair.  Requests (tuples, first item the
+FD is the worker's end of the socketpair.  Each request is (number, request)
+and its reply (the same number, reply); requests (tuples, first item the
 operation) and their replies:
 
 - ``("apply", specs)`` -> ``("applied", count)``: replace the probe set;
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
 def serve(channel: Channel, scheduler: Scheduler, telemetry: Telemetry) -> None:
     while True:
         try:
-            message = channel.receive()
+            seq, message = channel.receive()
         except (EOFError, OSError):
             log.debug("the parent is gone; worker stopping")
             return
@@ -78,7 +79,7 @@ def serve(channel: Channel, scheduler: Scheduler, telemetry: Telemetry) -> None:
             log.exception("worker request failed", extra={"request": op})
             reply = ("error", f"{op}: {type(exc).__name__}: {exc}")
         try:
-            channel.send(reply)
+            channel.send((seq, reply))
         except OSError:
             return
         if op == "stop":

@@ -28,7 +28,7 @@ from ..config import ProbeSpec
 from ..exposition import Family
 from ..sharding import Shard
 from ..state import ProbeState
-from .channel import Channel, WorkerGone, pair
+from .channel import Channel, WorkerGone, WorkerSlow, pair
 
 log = logging.getLogger("probewatch.workers")
 T = TypeVar("T")
@@ -39,11 +39,15 @@ T = TypeVar("T")
 WATCH_EVERY = 0.2
 RESTART_BACKOFF = 1.0
 STOP_GRACE = 5.0
-# Replies: a scrape or a states request within ASK_TIMEOUT; an apply within
-# APPLY_TIMEOUT plus a second per APPLY_RATE specs (a busy 2-core machine).
-ASK_TIMEOUT = 15.0
-APPLY_TIMEOUT = 30.0
-APPLY_RATE = 2000
+# Replies: a scrape or a states request within ASK_TIMEOUT (else the answer goes
+# without that worker's part); a worker that answered nothing for HUNG_AFTER is
+# hung: killed and restarted.  An apply within APPLY_TIMEOUT plus a second per
+# APPLY_RATE specs (50,000 tcp specs take ~4 s of CPU; a shared 2-core machine
+# may give a worker a fifth of a core).
+ASK_TIMEOUT = 8.0  # below Prometheus' default scrape timeout (10 s)
+HUNG_AFTER = 60.0
+APPLY_TIMEOUT = 60.0
+APPLY_RATE = 200
 
 
 def share_of(name: str, shard: Shard, workers: int) -> int:
@@ -149,6 +153,16 @@ class WorkerPool:
             return None
         try:
             return channel.call(message, ASK_TIMEOUT)
+        except WorkerSlow as exc:
+            # Slow (a busy machine): this answer goes without the worker's part; a
+            # worker silent for HUNG_AFTER is hung and restarted.
+            silent = channel.silent_since
+            if silent is not None and time.monotonic() - silent > HUNG_AFTER:
+                self._broken(w, channel, f"{exc}; nothing for {HUNG_AFTER:g}s")
+            else:
+                log.warning("worker slow to answer; answering without it",
+                            extra={"worker": w.index, "request": message[0], "error": str(exc)})
+            return None
         except WorkerGone as exc:
             self._broken(w, channel, str(exc))
             return None
@@ -172,7 +186,7 @@ class WorkerPool:
             return
         try:
             channel.call(("apply", w.specs), APPLY_TIMEOUT + len(w.specs) / APPLY_RATE)
-        except WorkerGone as exc:
+        except (WorkerGone, WorkerSlow) as exc:
             self._broken(w, channel, str(exc))
             return
         w.loaded = True
@@ -222,7 +236,7 @@ class WorkerPool:
         if proc is None:
             return
         if channel is not None and proc.poll() is None:
-            with contextlib.suppress(WorkerGone):
+            with contextlib.suppress(WorkerGone, WorkerSlow):
                 channel.call(("stop",), timeout=timeout)
             channel.close()
         try:

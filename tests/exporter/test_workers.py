@@ -183,6 +183,32 @@ def test_a_killed_worker_is_restarted_and_its_probes_come_back(tmp_path: Path,
         assert "worker exited; restarting it" in pw.output()
 
 
+def test_a_stopped_worker_leaves_the_scrape_in_time_and_comes_back(tmp_path: Path,
+                                                                   listeners: list[TcpServer]) -> None:
+    config = tmp_path / "probewatch.yml"
+    config.write_text(_config(listeners, 100))
+    with serve(config, "--workers=2", "--config.watch-interval=0") as pw:
+        wait_for(lambda: _every_probe_ran(pw, "p", 100), 30, what="every probe's first run")
+        first, _ = _children(pw.proc.pid)
+        os.kill(first, signal.SIGSTOP)
+        try:
+            began = time.monotonic()
+            text, _ = _page(pw)
+            took = time.monotonic() - began
+            assert took < 10, f"the scrape waited {took:.1f}s for the stopped worker"
+            partial = _probes_of(text)
+            assert 0 < len(partial) < 100 and set(partial.values()) == {1}
+        finally:
+            os.kill(first, signal.SIGCONT)
+        # Its late reply is dropped, not taken for the next one's; it was not restarted.
+        wait_for(lambda: _every_probe_ran(pw, "p", 100), 20, what="the worker's probes back")
+        assert set(_probes_of(_page(pw)[0]).values()) == {1}
+        assert first in _children(pw.proc.pid)
+        assert pw.value("probewatch_worker_restarts_total", worker="0") == 0
+        assert pw.value("probewatch_worker_restarts_total", worker="1") == 0
+        assert "worker slow to answer" in pw.output()
+
+
 def test_sigterm_stops_every_worker(tmp_path: Path, listeners: list[TcpServer]) -> None:
     config = tmp_path / "probewatch.yml"
     config.write_text(_config(listeners, 40))
