@@ -162,13 +162,16 @@ def measure(pid: int, port: int, ready: float, listener_pid: int, args: argparse
     t0 = time.monotonic()
     scrapes: list[tuple[float, int]] = []
     rss: list[int] = []
+    rss_each: dict[int, int] = {}
     text = before
     deadline = t0 + args.duration
     while time.monotonic() < deadline:
         time.sleep(min(args.scrape_interval, max(0.0, deadline - time.monotonic())))
         seconds, size, text = scrape(port)
         scrapes.append((seconds, size))
-        rss.append(sum(rss_bytes(p) for p in pids if os.path.exists(f"/proc/{p}")))
+        now = {p: rss_bytes(p) for p in pids if os.path.exists(f"/proc/{p}")}
+        rss.append(sum(now.values()))
+        rss_each = {p: max(v, rss_each.get(p, 0)) for p, v in now.items()}
     elapsed = time.monotonic() - t0
     cpu = {p: (cpu_seconds(p) - cpu0[p]) / elapsed for p in pids if os.path.exists(f"/proc/{p}")}
     listener_cpu = (cpu_seconds(listener_pid) - listener_cpu0) / elapsed
@@ -197,6 +200,8 @@ def measure(pid: int, port: int, ready: float, listener_pid: int, args: argparse
         "cpu_percent_listeners": round(listener_cpu * 100, 1),
         "cpu_us_per_run": round(total_cpu * elapsed / runs * 1e6, 1) if runs else None,
         "rss_max_mib": round(max(rss) / 2**20, 1),
+        "rss_max_mib_parent": round(rss_each.get(pid, 0) / 2**20, 1),
+        "rss_max_mib_workers": [round(v / 2**20, 1) for p, v in rss_each.items() if p != pid],
         "scrape_gzip_median_ms": round(median_scrape * 1000, 1),
         "scrape_gzip_max_ms": round(max(s for s, _ in scrapes) * 1000, 1),
         "scrape_gzip_bytes": scrapes[-1][1], "scrape_plain_bytes": len(after.encode()),
