@@ -274,3 +274,17 @@ def test_registered_probes_and_status_work_with_workers(tmp_path: Path, listener
         assert requests.delete(f"{pw.url}/api/v1/probes/extra0", headers=auth, timeout=10).status_code == 204
         wait_for(lambda: pw.value("probewatch_probe_up", probe="extra0") is None, 10, what="extra0 gone")
         assert requests.get(f"{pw.url}/api/v1/probes/extra1", timeout=10).json()["up"] is True
+
+
+@pytest.mark.parametrize("shards", [1, 2, 3])
+def test_a_shards_probes_spread_over_every_worker(shards: int) -> None:
+    """--shard=0/N with --workers=2: both workers get about half of the shard's probes
+    (the shard's hash residue must not pick the worker)."""
+    from exporter.sharding import Shard
+    from exporter.workers.pool import share_of
+
+    shard = Shard(0, shards)
+    owned = [f"probe-{i}" for i in range(3000) if shard.owns(f"probe-{i}")]
+    per_worker = Counter(share_of(name, shard, 2) for name in owned)
+    assert set(per_worker) == {0, 1}
+    assert min(per_worker.values()) > 0.4 * len(owned)
