@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     mask_log_records()
     logs.setup(args.log_level, args.log_file or None, args.log_format)
+    _tag_records(args.index)
     channel = Channel(args.fd)
     telemetry = Telemetry()
     scheduler = Scheduler(telemetry)
@@ -63,6 +64,18 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         scheduler.stop()
     return 0
+
+
+def _tag_records(index: int) -> None:
+    """Every log line of this process says worker=INDEX (the parent's lines have none)."""
+    make = logging.getLogRecordFactory()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make(*args, **kwargs)
+        record.worker = index
+        return record
+
+    logging.setLogRecordFactory(factory)
 
 
 def serve(channel: Channel, scheduler: Scheduler, telemetry: Telemetry) -> None:

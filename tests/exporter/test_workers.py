@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 import urllib.parse
@@ -209,12 +210,23 @@ def test_a_stopped_worker_leaves_the_scrape_in_time_and_comes_back(tmp_path: Pat
         assert "worker slow to answer" in pw.output()
 
 
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def test_sigterm_stops_every_worker(tmp_path: Path, listeners: list[TcpServer]) -> None:
     config = tmp_path / "probewatch.yml"
-    config.write_text(_config(listeners, 40))
+    config.write_text(_config(listeners, 40)
+                      + f'  - {{name: refused, kind: tcp, target: "127.0.0.1:{_closed_port()}"}}\n')
     with serve(config, "--workers=2", "--config.watch-interval=0") as pw:
         workers = _children(pw.proc.pid)
         assert len(workers) == 2
+        # A worker's log lines name it: the refused probe's "probe down" says which worker ran it.
+        line = wait_for(lambda: re.search(r'.*msg="probe down" .*probe=refused.*', pw.output()), 15,
+                        what="the refused probe's log line")
+        assert re.search(r"\bworker=[01]\b", line.group(0)), line.group(0)
         pw.proc.send_signal(signal.SIGTERM)
         assert pw.proc.wait(20) == 0
         wait_for(lambda: not any(_alive(p) for p in workers), 10, what="the workers to end")
