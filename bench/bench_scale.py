@@ -89,6 +89,16 @@ def scrape(port: int) -> tuple[float, int, str]:
     return seconds, len(body), text
 
 
+def whole(port: int, tries: int = 3) -> str:
+    """A page with every worker's part (a worker slow to answer is left out of a page)."""
+    text = ""
+    for _ in range(tries):
+        _, _, text = scrape(port)
+        if "probewatch_scheduler_lag_seconds_bucket" in text:
+            return text
+    raise SystemExit(f"{tries} scrapes in a row lacked a worker's part (workers too slow to answer)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--probes", type=int, default=100_000)
@@ -156,7 +166,7 @@ def measure(pid: int, port: int, ready: float, listener_pid: int, args: argparse
     print(f"warming up {warmup:.0f}s with {args.probes} probes on {args.workers} worker(s) ...", flush=True)
     time.sleep(warmup)
     pids = [pid, *children(pid)]
-    _, _, before = scrape(port)
+    before = whole(port)
     cpu0 = {p: cpu_seconds(p) for p in pids}
     listener_cpu0 = cpu_seconds(listener_pid)
     t0 = time.monotonic()
@@ -175,7 +185,8 @@ def measure(pid: int, port: int, ready: float, listener_pid: int, args: argparse
     elapsed = time.monotonic() - t0
     cpu = {p: (cpu_seconds(p) - cpu0[p]) / elapsed for p in pids if os.path.exists(f"/proc/{p}")}
     listener_cpu = (cpu_seconds(listener_pid) - listener_cpu0) / elapsed
-    after = text
+    partial = sum(1 for _, size in scrapes if size < max(z for _, z in scrapes) / 4)
+    after = text if "probewatch_scheduler_lag_seconds_bucket" in text else whole(port)
 
     def delta(name: str) -> float:
         return sum_series(after, name) - sum_series(before, name)
@@ -204,13 +215,16 @@ def measure(pid: int, port: int, ready: float, listener_pid: int, args: argparse
         "rss_max_mib_workers": [round(v / 2**20, 1) for p, v in rss_each.items() if p != pid],
         "scrape_gzip_median_ms": round(median_scrape * 1000, 1),
         "scrape_gzip_max_ms": round(max(s for s, _ in scrapes) * 1000, 1),
-        "scrape_gzip_bytes": scrapes[-1][1], "scrape_plain_bytes": len(after.encode()),
+        "scrape_gzip_bytes": scrapes[-1][1], "scrapes_missing_a_worker": partial,
+        "scrape_plain_bytes": len(after.encode()),
         "load_average": os.getloadavg()[0], "date": time.strftime("%Y-%m-%d %H:%M"),
     }
     print(f"machine: {figures['machine']} (shared: load average {figures['load_average']:.1f})")
     print(f"{args.probes} tcp probes, {args.workers} worker(s), period {args.period:g}s, measured {elapsed:.0f}s: "
           f"{figures['runs_per_s']} runs/s of {figures['expected_runs_per_s']}, {figures['failed_runs']} failed, "
           f"{figures['probes_in_metrics']} probes in /metrics")
+    if partial:
+        print(f"{partial} of {len(scrapes)} scrapes left a slow worker out (answered without its part)")
     print(f"CPU: parent {figures['cpu_percent_parent']}%, workers {figures['cpu_percent_workers']}%, "
           f"{figures['cpu_us_per_run']} us per run; listeners {figures['cpu_percent_listeners']}%")
     report([
