@@ -40,6 +40,7 @@ from .web import (
     raise_open_files_limit,
 )
 from .webconfig import WebConfig, load_web_config
+from .workers import parse_workers
 
 DEFAULT_PORT = 9637
 DEFAULT_CONFIG = "probewatch.yml"
@@ -90,6 +91,13 @@ def _positive_int(text: str) -> int:
     return int(text)
 
 
+def _workers_arg(text: str) -> int:
+    try:
+        return parse_workers(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="probewatch", description=__doc__)
     parser.add_argument("--version", action="version", version=f"probewatch {__version__}")
@@ -126,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
                        default=DEFAULT_MAX_CONNECTIONS, metavar="N",
                        help=f"open HTTP connections at most (default {DEFAULT_MAX_CONNECTIONS}, "
                             "and never more than half the open files limit)")
+    serve.add_argument("--workers", type=_workers_arg, default=1, metavar="N|auto",
+                       help="run the probes in N worker processes behind this one /metrics (auto: one "
+                            "per CPU); default 1, everything in this process")
     log_flags(serve)
 
     check = sub.add_parser("check", help="check a config file; exit 0 when valid, 2 when not")
@@ -262,7 +273,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"probewatch: --shard: {exc}", file=sys.stderr)
         return 2
-    exporter = Exporter(args.config_file, shard)
+    exporter = _exporter(args, shard)
     router = Router()
     exporter.add_routes(router)
     attach_status(exporter, router)
@@ -299,7 +310,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.watch_interval > 0:
         exporter.watch(args.watch_interval)
     log.info("probewatch started", extra={"address": f"{server.scheme}://{host or '0.0.0.0'}:{server.port}",
-                                          "probes": len(exporter.scheduler.states()),
+                                          "probes": exporter.probe_count(), "workers": args.workers,
                                           "max_connections": max_connections, "open_files": open_files,
                                           "shard": str(shard), "version": __version__})
     while not done.wait(1.0):
@@ -312,6 +323,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _log_raised(exc: Exception) -> None:
     log.error("probe raised", extra={"error": f"{type(exc).__name__}: {exc}"})
+
+
+def _exporter(args: argparse.Namespace, shard: Shard) -> Exporter:
+    """One process, or with --workers N >= 2 the parent of N worker processes."""
+    if args.workers < 2:
+        return Exporter(args.config_file, shard)
+    from .workers.parent import PoolExporter
+
+    log_args = [f"--log.level={args.log_level}", f"--log.format={args.log_format}"]
+    if args.log_file:
+        log_args.append(f"--log.file={args.log_file}")
+    return PoolExporter(args.config_file, shard, args.workers, log_args)
 
 
 def cmd_probe(args: argparse.Namespace) -> int:

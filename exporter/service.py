@@ -7,11 +7,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from .config import Config, ConfigError, ProbeSpec, decode_config, load_config, read_config_bytes
 from .exposition import merge_own, render_probes
 from .scheduler import Scheduler
 from .sharding import Shard
+from .state import ProbeState
 from .telemetry import Telemetry
 from .web import Request, Response, Router
 
@@ -24,6 +26,16 @@ WATCH_SETTLE = 0.5
 WATCH_SETTLE_ROUNDS = 10
 
 
+class Runner(Protocol):
+    """What runs the probes: the Scheduler in this process, or serve --workers' WorkerPool."""
+
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def apply(self, specs: list[ProbeSpec]) -> None: ...
+    def states(self) -> list[ProbeState]: ...
+    def state(self, name: str) -> ProbeState | None: ...
+
+
 class Exporter:
     """Owns the loaded config and the scheduler; reloads replace the probe set atomically."""
 
@@ -32,7 +44,7 @@ class Exporter:
         self.shard = shard or Shard()
         self.telemetry = Telemetry()
         self.telemetry.shard.info({"shard": str(self.shard.index), "shards": str(self.shard.count)})
-        self.scheduler = Scheduler(self.telemetry)
+        self.scheduler: Runner = Scheduler(self.telemetry)
         self.config: Config | None = None
         self.ready = False
         # Serializes reloads and API registrations so the last change is the last applied.
@@ -151,6 +163,10 @@ class Exporter:
         self._stop.set()
         self.ready = False
         self.scheduler.stop()
+
+    def probe_count(self) -> int:
+        """Probes this instance runs (its shard's, registered ones included)."""
+        return len(self.scheduler.states())
 
     # -- HTTP ----------------------------------------------------------------
     def metrics(self, openmetrics: bool) -> list[bytes]:

@@ -213,8 +213,9 @@ def gzipped(pieces: list[bytes]) -> bytes:
 def encode(response: Response, accept_encoding: str) -> tuple[list[bytes], str]:
     """The body to send and its Content-Encoding ('' for identity)."""
     pieces = response.pieces()
+    if "Content-Encoding" in response.headers:  # encoded by the handler (serve --workers' /metrics)
+        return coalesced(pieces), response.headers["Content-Encoding"]
     if (response.status >= 200 and response.status not in (204, 304)
-            and "Content-Encoding" not in response.headers
             and sum(len(p) for p in pieces) >= GZIP_MIN_BYTES and accepts_gzip(accept_encoding)):
         return [gzipped(pieces)], "gzip"
     return coalesced(pieces), ""
