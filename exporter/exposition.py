@@ -136,6 +136,23 @@ def render_probe(state: ProbeState) -> ProbeLines:
                       {k: (h, text.encode()) for k, (h, text) in extra.items()})
 
 
+_RUNS = INDEX["probewatch_probe_runs"]
+_LATENCY = INDEX["probewatch_probe_latency_seconds"]
+
+
+def with_run(lines: ProbeLines, state: ProbeState) -> ProbeLines:
+    """``lines`` after a healthy run like the last one: only runs_total and the latency again.
+
+    The caller (ProbeState.record) has checked that nothing else changed: up,
+    return code, failures, trouble, readings and histogram are as last rendered.
+    """
+    lab = state.labels.text
+    fixed = list(lines.fixed)
+    fixed[_RUNS] = f"probewatch_probe_runs_total{{{lab}}} {state.runs_total}\n".encode()
+    fixed[_LATENCY] = f"probewatch_probe_latency_seconds{{{lab}}} {fmt(state.last_latency)}\n".encode()
+    return ProbeLines(tuple(fixed), lines.extra)
+
+
 def _skipped_lines(state: ProbeState) -> str:
     """probewatch_probe_skipped_total, one line per cause whose count is above 0."""
     lab = state.labels.text

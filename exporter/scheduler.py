@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import gc
+import heapq
 import logging
 import math
 import threading
@@ -66,6 +67,9 @@ FULL_COLLECT_EVERY = 600.0  # seconds between full collections done at a config 
 # is a stall, kept to judge the failures of runs it overlapped.
 BEAT = 0.1
 STALL_MIN = 0.05
+# The wheel's slot: probes due within one SLOT start together, from one loop timer.
+SLOT = 0.01
+EARLY = 0.001  # a slot this close to due is run now
 
 
 def late_bound(period: float) -> float:
@@ -124,26 +128,107 @@ def phase(name: str, period: float) -> float:
 
 
 class _Entry:
-    """A scheduled probe: its state, its kind instance, its timer and its current run."""
+    """A scheduled probe: its state, its kind instance, its next slot and its current run."""
 
-    __slots__ = ("handle", "next_at", "probe", "run_task", "state")
+    __slots__ = ("live", "next_at", "probe", "run_seq", "run_task", "state", "timed_out")
 
     def __init__(self, state: ProbeState, probe: Any) -> None:
         self.state = state
         self.probe = probe
-        self.next_at = 0.0
-        self.handle: asyncio.TimerHandle | None = None
+        self.next_at = 0.0  # loop time of the next run, before rounding up to its slot
         self.run_task: asyncio.Task[None] | None = None
+        self.run_seq = 0  # which run a deadline in the wheel belongs to
+        self.timed_out = False  # the wheel cut the current run at its deadline
+        self.live = True  # False once the probe left the config: its wheel items are dropped
 
     def cancel(self) -> None:
-        if self.handle is not None:
-            self.handle.cancel()
+        self.live = False
         if self.run_task is not None:
             self.run_task.cancel()
 
 
+def slot_of(when: float) -> int:
+    """The wheel slot holding loop time ``when``: the first slot boundary at or after it."""
+    return math.ceil(when / SLOT - 1e-9)
+
+
+class Wheel:
+    """Slots of SLOT seconds; one loop timer, armed for the earliest slot with work.
+
+    A slot holds the probes due in it and the runs whose deadline falls in it,
+    so 10,000 probes cost the event loop about one timer per slot, not a timer
+    and a timeout per run.
+    """
+
+    def __init__(self, fire: Callable[[list[_Entry], list[tuple[_Entry, int]], float], None]) -> None:
+        self._fire = fire
+        self.starts: dict[int, list[_Entry]] = {}
+        self.deadlines: dict[int, list[tuple[_Entry, int]]] = {}
+        self._heap: list[int] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_slot = 0
+        self._firing = False  # in _run: it arms the timer once, at the end
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def _note(self, k: int) -> None:
+        heapq.heappush(self._heap, k)
+        if not self._firing and (self._timer is None or k < self._timer_slot):
+            self._arm(k)
+
+    def _arm(self, k: int) -> None:
+        assert self.loop is not None
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_slot = k
+        self._timer = self.loop.call_at(k * SLOT, self._run)
+
+    def add_start(self, k: int, entry: _Entry) -> None:
+        bucket = self.starts.get(k)
+        if bucket is None:
+            self.starts[k] = [entry]
+            if k not in self.deadlines:
+                self._note(k)
+        else:
+            bucket.append(entry)
+
+    def add_deadline(self, k: int, entry: _Entry) -> None:
+        bucket = self.deadlines.get(k)
+        if bucket is None:
+            self.deadlines[k] = [(entry, entry.run_seq)]
+            if k not in self.starts:
+                self._note(k)
+        else:
+            bucket.append((entry, entry.run_seq))
+
+    def _run(self) -> None:
+        assert self.loop is not None
+        self._timer = None
+        self._firing = True
+        heap = self._heap
+        try:
+            # A timer may fire a hair before its time (the loop's clock resolution).
+            while heap and heap[0] * SLOT <= self.loop.time() + EARLY:
+                k = heapq.heappop(heap)
+                starts = self.starts.pop(k, None)
+                deadlines = self.deadlines.pop(k, None)
+                if starts is not None or deadlines is not None:
+                    self._fire(starts or [], deadlines or [], k * SLOT)
+        finally:
+            self._firing = False
+            if heap:
+                self._arm(heap[0])
+
+    def clear(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.starts.clear()
+        self.deadlines.clear()
+        self._heap.clear()
+
+
 class Scheduler:
-    """Runs probes on one event loop; each probe is a timer, not a task, between runs."""
+    """Runs probes on one event loop, from a wheel of 10 ms slots (see ``Wheel``)."""
 
     def __init__(self, telemetry: Telemetry,
                  on_change: Callable[[ProbeState], None] | None = None) -> None:
@@ -156,6 +241,8 @@ class Scheduler:
         self._ready = threading.Event()
         self._stalls: deque[tuple[float, float]] = deque(maxlen=1024)  # (loop time, seconds)
         self._beat_due = 0.0
+        self._wheel = Wheel(self._fire)
+        self._skipped = {cause: telemetry.skipped.labels(cause) for cause in ("busy", "late")}
 
     # -- lifecycle ---------------------------------------------------------
     def start(self) -> None:
@@ -168,6 +255,7 @@ class Scheduler:
         self._loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(
             max_workers=DEFAULT_EXECUTOR_THREADS, thread_name_prefix="loop-default"))
         asyncio.set_event_loop(self._loop)
+        self._wheel.loop = self._loop
         self._beat_due = self._loop.time()
         self._loop.call_soon(self._beat, self._loop)
         self._ready.set()
@@ -197,6 +285,7 @@ class Scheduler:
 
     async def _cancel_all(self) -> None:
         entries, self._entries = list(self._entries.values()), {}
+        self._wheel.clear()
         for entry in entries:
             entry.cancel()
         runs = [e.run_task for e in entries if e.run_task is not None]
@@ -214,6 +303,7 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         old = self._entries
         new: dict[str, _Entry] = {}
+        wall = time.time() - loop.time()
         for spec in specs:
             entry = old.get(spec.name)
             if entry is not None and entry.state.spec.fingerprint == spec.fingerprint:
@@ -224,7 +314,7 @@ class Scheduler:
             entry = _Entry(ProbeState(spec), _make_probe(spec) if spec.active else None)
             if spec.active:
                 entry.next_at = loop.time() + phase(spec.name, spec.period)
-                self._arm(entry, loop)
+                self._arm(entry, wall)
                 early = phase(spec.name, min(spec.period, FIRST_RUN_SPREAD))
                 if entry.next_at - loop.time() > early:
                     loop.call_later(early, self._early_run, entry, loop)
@@ -246,31 +336,62 @@ class Scheduler:
         return entry.state if entry else None
 
     # -- running -------------------------------------------------------------
-    def _arm(self, entry: _Entry, loop: asyncio.AbstractEventLoop) -> None:
-        entry.state.next_run_at = time.time() + max(0.0, entry.next_at - loop.time())
-        entry.handle = loop.call_at(entry.next_at, self._tick, entry, loop)
+    def _arm(self, entry: _Entry, wall: float) -> None:
+        """Put ``entry`` in the slot of its next run; ``wall`` is Unix time minus loop time."""
+        k = slot_of(entry.next_at)
+        entry.state.next_run_at = k * SLOT + wall
+        self._wheel.add_start(k, entry)
 
     def _early_run(self, entry: _Entry, loop: asyncio.AbstractEventLoop) -> None:
         """The extra first run of a probe whose slot is late (see FIRST_RUN_SPREAD)."""
-        current = self._entries.get(entry.state.spec.name) is entry
-        if current and entry.state.runs_total == 0 and entry.run_task is None:
-            entry.run_task = loop.create_task(self._run(entry, loop.time()))
+        if entry.live and entry.state.runs_total == 0 and entry.run_task is None:
+            self._start(entry, loop, loop.time())
 
-    def _tick(self, entry: _Entry, loop: asyncio.AbstractEventLoop) -> None:
+    def _start(self, entry: _Entry, loop: asyncio.AbstractEventLoop, slot: float) -> None:
+        entry.run_seq += 1
+        entry.timed_out = False
+        entry.run_task = loop.create_task(self._run(entry, slot))
+
+    def _fire(self, starts: list[_Entry], deadlines: list[tuple[_Entry, int]], at: float) -> None:
+        """One slot: cut the runs past their deadline, then start the probes due."""
+        loop = self._loop
+        assert loop is not None
+        for entry, seq in deadlines:
+            task = entry.run_task
+            if entry.run_seq == seq and task is not None and not task.done():
+                entry.timed_out = True
+                task.cancel()
+        if not starts:
+            return
         now = loop.time()
-        period = entry.state.spec.period
-        lag = max(0.0, now - entry.next_at)
-        self.telemetry.lag.observe(lag)
-        if entry.run_task is not None and not entry.run_task.done():
-            self._skip(entry, "busy")
-        elif lag > late_bound(period):
-            self._skip(entry, "late")
-        else:
-            entry.run_task = loop.create_task(self._run(entry, entry.next_at))
-        entry.next_at += period
-        if entry.next_at <= now:  # fell more than a period behind: realign, don't burst
-            entry.next_at += ((now - entry.next_at) // period + 1) * period
-        self._arm(entry, loop)
+        lag = now - at if now > at else 0.0
+        wall = time.time() - now
+        late_skip = busy_skip = 0
+        ran = 0
+        for entry in starts:
+            if not entry.live:
+                continue
+            ran += 1
+            period = entry.state.spec.period
+            task = entry.run_task
+            if task is not None and not task.done():
+                entry.state.skipped("busy")
+                busy_skip += 1
+            elif lag > late_bound(period):
+                entry.state.skipped("late")
+                late_skip += 1
+            else:
+                self._start(entry, loop, at)
+            entry.next_at += period
+            if entry.next_at <= now:  # fell more than a period behind: realign, don't burst
+                entry.next_at += ((now - entry.next_at) // period + 1) * period
+            self._arm(entry, wall)
+        if ran:
+            self.telemetry.lag.observe_many(lag, ran)
+        if busy_skip:
+            self._skipped["busy"].inc(busy_skip)
+        if late_skip:
+            self._skipped["late"].inc(late_skip)
 
     # -- how far behind the loop is ------------------------------------------------
     def _beat(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -294,18 +415,37 @@ class Scheduler:
 
     def _skip(self, entry: _Entry, cause: str) -> None:
         entry.state.skipped(cause)
-        self.telemetry.skipped.labels(cause).inc()
+        self._skipped[cause].inc()
 
     async def _run(self, entry: _Entry, slot: float) -> None:
         state = entry.state
-        bound = late_bound(state.spec.period)
+        spec = state.spec
+        loop = self._loop
+        assert loop is not None
+        began = loop.time()
+        bound = late_bound(spec.period)
         # The task may itself start late when the loop is behind: the same bound.
-        if asyncio.get_running_loop().time() - slot > bound:
+        if began - slot > bound:
             self._skip(entry, "late")
             return
-        loop = asyncio.get_running_loop()
-        began = loop.time()
-        result, latency, started = await run_probe(entry.probe, state.spec)
+        started = time.time()
+        self._wheel.add_deadline(slot_of(began + spec.timeout), entry)
+        try:
+            result = await entry.probe.run()
+            if not isinstance(result, Result):
+                raise TypeError(f"run() returned {type(result).__name__}, not Result")
+        except asyncio.CancelledError:
+            if not entry.timed_out or not entry.live:
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            result = Result.fail("timeout", f"no result within {format_duration(spec.timeout)}")
+        except Exception as exc:
+            _raised.log(logging.ERROR, spec.name, "probe raised",
+                        extra={"probe": spec.name, "error": f"{type(exc).__name__}: {exc}"})
+            result = Result.fail("error", f"{type(exc).__name__}: {exc}")
+        latency = loop.time() - began
         if not result.up and self._stalled(began) > bound:
             # The loop stood still for longer than the bound during this run:
             # the failure may be the exporter's backlog, not the target's.
