@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import gc
 import heapq
 import logging
@@ -130,19 +131,36 @@ def phase(name: str, period: float) -> float:
 class _Entry:
     """A scheduled probe: its state, its kind instance, its next slot and its current run."""
 
-    __slots__ = ("live", "next_at", "probe", "run_seq", "run_task", "state", "timed_out")
+    __slots__ = ("began", "connect", "fast_done", "fast_running", "live", "next_at", "probe",
+                 "run_seq", "run_task", "started", "state", "timed_out")
 
     def __init__(self, state: ProbeState, probe: Any) -> None:
         self.state = state
         self.probe = probe
+        # A kind may offer a callback-driven run (probes.tcp's plain connect): no task per run.
+        connector = getattr(probe, "connector", None)
+        self.connect: Any = connector() if callable(connector) else None
+        self.fast_done: Callable[[Result], None] | None = None  # set by the scheduler
+        self.fast_running = False
+        self.began = 0.0  # loop time the current fast run started
+        self.started = 0.0  # its Unix time
         self.next_at = 0.0  # loop time of the next run, before rounding up to its slot
         self.run_task: asyncio.Task[None] | None = None
         self.run_seq = 0  # which run a deadline in the wheel belongs to
         self.timed_out = False  # the wheel cut the current run at its deadline
         self.live = True  # False once the probe left the config: its wheel items are dropped
 
+    @property
+    def busy(self) -> bool:
+        """The previous run is still going."""
+        task = self.run_task
+        return self.fast_running or (task is not None and not task.done())
+
     def cancel(self) -> None:
         self.live = False
+        if self.fast_running:
+            self.fast_running = False
+            self.connect.cancel()
         if self.run_task is not None:
             self.run_task.cancel()
 
@@ -312,6 +330,8 @@ class Scheduler:
                 new[spec.name] = entry
                 continue
             entry = _Entry(ProbeState(spec), _make_probe(spec) if spec.active else None)
+            if entry.connect is not None:
+                entry.fast_done = functools.partial(self._fast_done, entry)
             if spec.active:
                 entry.next_at = loop.time() + phase(spec.name, spec.period)
                 self._arm(entry, wall)
@@ -344,21 +364,51 @@ class Scheduler:
 
     def _early_run(self, entry: _Entry, loop: asyncio.AbstractEventLoop) -> None:
         """The extra first run of a probe whose slot is late (see FIRST_RUN_SPREAD)."""
-        if entry.live and entry.state.runs_total == 0 and entry.run_task is None:
-            self._start(entry, loop, loop.time())
+        if entry.live and entry.state.runs_total == 0 and not entry.busy:
+            now = loop.time()
+            self._start(entry, loop, now, time.time() - now)
 
-    def _start(self, entry: _Entry, loop: asyncio.AbstractEventLoop, slot: float) -> None:
+    def _start(self, entry: _Entry, loop: asyncio.AbstractEventLoop, slot: float, wall: float) -> None:
         entry.run_seq += 1
         entry.timed_out = False
-        entry.run_task = loop.create_task(self._run(entry, slot))
+        if entry.connect is None:
+            entry.run_task = loop.create_task(self._run(entry, slot))
+            return
+        # The fast path: the kind's callbacks, the deadline in the wheel, no task.
+        began = entry.began = loop.time()
+        entry.started = began + wall
+        entry.fast_running = True
+        self._wheel.add_deadline(slot_of(began + entry.state.spec.timeout), entry)
+        try:
+            entry.connect.start(loop, entry.fast_done)
+        except Exception as exc:  # a kind's bug is a failed run, as in _run
+            if entry.fast_running:
+                entry.fast_running = False
+                entry.connect.cancel()
+                self._finish(entry, Result.fail("error", f"{type(exc).__name__}: {exc}"), began,
+                             entry.started, loop.time() - began)
+
+    def _fast_done(self, entry: _Entry, result: Result) -> None:
+        entry.fast_running = False
+        if entry.live:
+            assert self._loop is not None
+            self._finish(entry, result, entry.began, entry.started, self._loop.time() - entry.began)
 
     def _fire(self, starts: list[_Entry], deadlines: list[tuple[_Entry, int]], at: float) -> None:
         """One slot: cut the runs past their deadline, then start the probes due."""
         loop = self._loop
         assert loop is not None
         for entry, seq in deadlines:
+            if entry.run_seq != seq:
+                continue
+            if entry.fast_running:
+                entry.fast_running = False
+                entry.connect.cancel()
+                self._finish(entry, self._timed_out(entry), entry.began, entry.started,
+                             loop.time() - entry.began)
+                continue
             task = entry.run_task
-            if entry.run_seq == seq and task is not None and not task.done():
+            if task is not None and not task.done():
                 entry.timed_out = True
                 task.cancel()
         if not starts:
@@ -373,15 +423,14 @@ class Scheduler:
                 continue
             ran += 1
             period = entry.state.spec.period
-            task = entry.run_task
-            if task is not None and not task.done():
+            if entry.busy:
                 entry.state.skipped("busy")
                 busy_skip += 1
             elif lag > late_bound(period):
                 entry.state.skipped("late")
                 late_skip += 1
             else:
-                self._start(entry, loop, at)
+                self._start(entry, loop, at, wall)
             entry.next_at += period
             if entry.next_at <= now:  # fell more than a period behind: realign, don't burst
                 entry.next_at += ((now - entry.next_at) // period + 1) * period
@@ -440,13 +489,21 @@ class Scheduler:
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
-            result = Result.fail("timeout", f"no result within {format_duration(spec.timeout)}")
+            result = self._timed_out(entry)
         except Exception as exc:
             _raised.log(logging.ERROR, spec.name, "probe raised",
                         extra={"probe": spec.name, "error": f"{type(exc).__name__}: {exc}"})
             result = Result.fail("error", f"{type(exc).__name__}: {exc}")
-        latency = loop.time() - began
-        if not result.up and self._stalled(began) > bound:
+        self._finish(entry, result, began, started, loop.time() - began)
+
+    @staticmethod
+    def _timed_out(entry: _Entry) -> Result:
+        return Result.fail("timeout", f"no result within {format_duration(entry.state.spec.timeout)}")
+
+    def _finish(self, entry: _Entry, result: Result, began: float, started: float, latency: float) -> None:
+        """Record a finished run, unless the loop stood still through it and it failed."""
+        state = entry.state
+        if not result.up and self._stalled(began) > late_bound(state.spec.period):
             # The loop stood still for longer than the bound during this run:
             # the failure may be the exporter's backlog, not the target's.
             self._skip(entry, "late")
