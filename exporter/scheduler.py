@@ -33,11 +33,11 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from probes.base import Result
+from probes.base import Kind, Result
 from probes.registry import get_kind, loaded_kinds
+from probes.runner import run_once, run_until_cut
 
 from .config import ProbeSpec
-from .durations import format_duration
 from .logs import Throttle
 from .state import ProbeState
 from .telemetry import Telemetry
@@ -134,12 +134,11 @@ class _Entry:
     __slots__ = ("began", "connect", "fast_done", "fast_running", "live", "next_at", "probe",
                  "run_seq", "run_task", "started", "state", "timed_out")
 
-    def __init__(self, state: ProbeState, probe: Any) -> None:
+    def __init__(self, state: ProbeState, probe: Kind | None) -> None:
         self.state = state
         self.probe = probe
         # A kind may offer a callback-driven run (probes.tcp's plain connect): no task per run.
-        connector = getattr(probe, "connector", None)
-        self.connect: Any = connector() if callable(connector) else None
+        self.connect: Any = probe.connector() if probe is not None else None
         self.fast_done: Callable[[Result], None] | None = None  # set by the scheduler
         self.fast_running = False
         self.began = 0.0  # loop time the current fast run started
@@ -149,6 +148,10 @@ class _Entry:
         self.run_seq = 0  # which run a deadline in the wheel belongs to
         self.timed_out = False  # the wheel cut the current run at its deadline
         self.live = True  # False once the probe left the config: its wheel items are dropped
+
+    def was_cut(self) -> bool:
+        """Whether the cancellation the current run got was the wheel's, at its deadline."""
+        return self.timed_out and self.live
 
     @property
     def busy(self) -> bool:
@@ -291,12 +294,10 @@ class Scheduler:
             log.warning("probes did not stop in time", extra={"error": str(exc)})
         _raised.close()  # write the pending counts now, not never
         for kind in loaded_kinds():
-            shutdown = getattr(kind, "shutdown", None)
-            if callable(shutdown):
-                try:
-                    shutdown()
-                except Exception as exc:
-                    log.warning("kind shutdown failed", extra={"error": str(exc)})
+            try:
+                kind.shutdown()
+            except Exception as exc:
+                log.warning("kind shutdown failed", extra={"error": str(exc)})
         loop.call_soon_threadsafe(loop.stop)
         if self._thread is not None:
             self._thread.join(timeout)
@@ -477,28 +478,17 @@ class Scheduler:
         if began - slot > bound:
             self._skip(entry, "late")
             return
+        assert entry.probe is not None  # only active probes are armed
         started = time.time()
-        self._wheel.add_deadline(slot_of(began + spec.timeout), entry)
-        try:
-            result = await entry.probe.run()
-            if not isinstance(result, Result):
-                raise TypeError(f"run() returned {type(result).__name__}, not Result")
-        except asyncio.CancelledError:
-            if not entry.timed_out or not entry.live:
-                raise
-            task = asyncio.current_task()
-            if task is not None:
-                task.uncancel()
-            result = self._timed_out(entry)
-        except Exception as exc:
-            _raised.log(logging.ERROR, spec.name, "probe raised",
-                        extra={"probe": spec.name, "error": f"{type(exc).__name__}: {exc}"})
-            result = Result.fail("error", f"{type(exc).__name__}: {exc}")
+        deadline = began + spec.timeout
+        self._wheel.add_deadline(slot_of(deadline), entry)
+        result = await run_until_cut(entry.probe, spec, deadline, entry.was_cut, _log_raised(spec))
         self._finish(entry, result, began, started, loop.time() - began)
 
     @staticmethod
     def _timed_out(entry: _Entry) -> Result:
-        return Result.fail("timeout", f"no result within {format_duration(entry.state.spec.timeout)}")
+        assert entry.probe is not None
+        return entry.probe.timed_out(entry.state.spec.timeout)
 
     def _finish(self, entry: _Entry, result: Result, began: float, started: float, latency: float) -> None:
         """Record a finished run, unless the loop stood still through it and it failed."""
@@ -517,7 +507,7 @@ class Scheduler:
             log.exception("recording a result failed", extra={"probe": state.spec.name})
 
 
-def _make_probe(spec: ProbeSpec) -> Any:
+def _make_probe(spec: ProbeSpec) -> Kind:
     try:
         return get_kind(spec.kind)(spec)
     except Exception as exc:
@@ -525,35 +515,28 @@ def _make_probe(spec: ProbeSpec) -> Any:
         return _Broken(f"cannot set up probe: {type(exc).__name__}: {exc}")
 
 
-class _Broken:
+class _Broken(Kind):
+    """Stands in for a probe whose kind could not be set up: every run fails with why."""
+
+    Options = object
+
     def __init__(self, message: str) -> None:
         self.message = message
 
-    async def run(self) -> Result:
+    async def run(self, deadline: float) -> Result:
         return Result.fail("error", self.message)
 
 
-async def run_probe(probe: Any, spec: ProbeSpec) -> tuple[Result, float, float]:
-    """Run once with the timeout; return (result, latency seconds, start Unix time).
-
-    The timeout counts from here, when the run really starts.
-    """
-    started = time.time()
-    t0 = time.perf_counter()
-    try:
-        async with asyncio.timeout(spec.timeout):
-            result = await probe.run()
-        if not isinstance(result, Result):
-            raise TypeError(f"run() returned {type(result).__name__}, not Result")
-    except TimeoutError:
-        result = Result.fail("timeout", f"no result within {format_duration(spec.timeout)}")
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:
+def _log_raised(spec: ProbeSpec) -> Callable[[Exception], None]:
+    def log_it(exc: Exception) -> None:
         _raised.log(logging.ERROR, spec.name, "probe raised",
                     extra={"probe": spec.name, "error": f"{type(exc).__name__}: {exc}"})
-        result = Result.fail("error", f"{type(exc).__name__}: {exc}")
-    return result, time.perf_counter() - t0, started
+    return log_it
+
+
+async def run_probe(probe: Kind, spec: ProbeSpec) -> tuple[Result, float, float]:
+    """One run through probes.runner.run_once, a kind's exception logged (throttled)."""
+    return await run_once(probe, spec, _log_raised(spec))
 
 
 def log_change(state: ProbeState) -> None:

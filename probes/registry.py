@@ -12,7 +12,8 @@ import functools
 import importlib
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Any
+
+from .base import Kind
 
 ENTRY_POINT_GROUP = "probewatch.probes"
 
@@ -38,7 +39,7 @@ class KindUnavailable(Exception):
     """The kind exists but cannot be loaded here (a missing dependency)."""
 
 
-_loaded: dict[str, Any] = {}
+_loaded: dict[str, type[Kind]] = {}
 
 
 @functools.cache
@@ -58,7 +59,7 @@ def kind_names() -> list[str]:
     return list(_names())
 
 
-def get_kind(name: str) -> Any:
+def get_kind(name: str) -> type[Kind]:
     """The kind class for ``name``; KeyError if unknown, KindUnavailable if it cannot load."""
     if name in _loaded:
         return _loaded[name]
@@ -72,10 +73,12 @@ def get_kind(name: str) -> Any:
             f"kind {name!r} cannot be loaded: {exc.name or exc} is not installed{hint}"
         ) from None
     cls = getattr(module, attr)
+    if not (isinstance(cls, type) and issubclass(cls, Kind)):
+        raise KindUnavailable(f"kind {name!r}: {entry.import_path} is not a probes.base.Kind subclass")
     _loaded[name] = cls
     return cls
 
 
-def loaded_kinds() -> list[Any]:
+def loaded_kinds() -> list[type[Kind]]:
     """Kind classes already imported (for shutdown hooks)."""
     return list(_loaded.values())

@@ -13,7 +13,7 @@ THIRD_PARTY = '''
 """Always up: a third-party kind used by probewatch's tests."""
 from dataclasses import dataclass
 
-from probes.base import Result
+from probes.base import Kind, Result
 
 
 @dataclass
@@ -21,16 +21,19 @@ class Options:
     greeting: str = "hello"
 
 
-class AlwaysUp:
+class AlwaysUp(Kind):
     """Always up; says its greeting."""
 
     Options = Options
 
-    def __init__(self, spec):
-        self.spec = spec
+    async def run(self, deadline):
+        return Result.ok(0, self.options.greeting)
 
-    async def run(self):
-        return Result.ok(0, self.spec.options.greeting)
+
+class NotAKind:
+    """The shape of a kind, but not a probes.base.Kind."""
+
+    Options = Options
 '''
 
 
@@ -47,7 +50,8 @@ def test_a_kind_from_an_installed_distribution_is_listed_checked_and_run(tmp_pat
     info = tmp_path / "alwaysup_kind-0.1.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: alwaysup-kind\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[probewatch.probes]\nalwaysup = alwaysup_kind:AlwaysUp\n")
+    (info / "entry_points.txt").write_text("[probewatch.probes]\nalwaysup = alwaysup_kind:AlwaysUp\n"
+                                          "notakind = alwaysup_kind:NotAKind\n")
     config = tmp_path / "p.yml"
     config.write_text("probes:\n  - {name: x, kind: alwaysup, target: here, alwaysup: {greeting: hi}}\n")
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
@@ -63,3 +67,8 @@ def test_a_kind_from_an_installed_distribution_is_listed_checked_and_run(tmp_pat
     probe = run("probe", "x", f"--config.file={config}")
     assert probe.returncode == 0, probe.stderr
     assert "message: hi" in probe.stdout
+    refused = tmp_path / "refused.yml"
+    refused.write_text("probes:\n  - {name: y, kind: notakind, target: here}\n")
+    checked = run("check", f"--config.file={refused}")
+    assert checked.returncode != 0
+    assert "not a probes.base.Kind subclass" in checked.stderr and "Traceback" not in checked.stderr
