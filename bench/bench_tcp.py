@@ -388,6 +388,8 @@ def print_summary(f: dict[str, Any]) -> None:
     rows: list[tuple[str, str, str, bool | None]] = [
         ("probewatch CPU per run", f"{pw:.0f} us", "<= 75 us", pw <= 75),
         ("blackbox CPU per probe", f"{bb:.0f} us", "", None),
+        ("blackbox probes answered", f"{statistics.median(f['blackbox_runs_per_s']):.0f}/s",
+         f"{f['rate_per_s']:g}/s asked", None),
         ("floor (bare asyncio connect)", f"{fl:.0f} us", "", None),
         ("blackbox / probewatch", f"{f['blackbox_over_probewatch']:.2f}x", ">= 5x", f["blackbox_over_probewatch"] >= 5),
         ("probewatch above the floor", f"{f['probewatch_over_floor_us']:.0f} us", "", None),
