@@ -12,6 +12,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -150,3 +151,130 @@ def report(rows: list[tuple[str, str, str, bool | None]]) -> None:
     for label, value, goal, ok in rows:
         verdict = "" if ok is None else ("met" if ok else "MISSED")
         print(f"{label:<{width}}  {value:>14}   goal {goal:<14} {verdict}")
+
+
+# --- shared by the side-by-side benches (bench_tcp.py cpu) ----------------------------
+
+BLACKBOX = "prometheus-blackbox-exporter"
+
+# Listeners that accept and close with no per-connection Python objects (asyncio's
+# start_server makes a transport, a protocol and a task per connection), so the
+# peer of every contender costs the shared machine as little as it can.
+ACCEPT_LISTENERS = """
+import asyncio, socket, sys
+async def main(count):
+    loop = asyncio.get_running_loop()
+    socks = []
+    for _ in range(count):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        s.listen(4096)
+        s.setblocking(False)
+        socks.append(s)
+    def drain(s):
+        while True:
+            try:
+                conn, _ = s.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            conn.close()
+    for s in socks:
+        loop.add_reader(s.fileno(), drain, s)
+    print(" ".join(str(s.getsockname()[1]) for s in socks), flush=True)
+    await asyncio.Event().wait()
+asyncio.run(main(int(sys.argv[1])))
+"""
+
+
+class AcceptListeners:
+    """``count`` loopback listeners in their own process that accept and close; ``ports``."""
+
+    def __init__(self, count: int = 50) -> None:
+        self.count = count
+        self.ports: list[int] = []
+        self.proc: subprocess.Popen[str] | None = None
+
+    def __enter__(self) -> AcceptListeners:
+        self.proc = subprocess.Popen([sys.executable, "-c", ACCEPT_LISTENERS, str(self.count)],
+                                     stdout=subprocess.PIPE, text=True, start_new_session=True)
+        assert self.proc.stdout is not None
+        self.ports = [int(p) for p in self.proc.stdout.readline().split()]
+        if len(self.ports) != self.count:
+            raise SystemExit("the listeners did not start")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        stop(self.proc)
+
+
+def stop(proc: subprocess.Popen[Any] | None) -> None:
+    """Terminate ``proc`` (by its PID) and reap it; kill it after 10 s."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def find_blackbox() -> str:
+    """blackbox_exporter's binary; installed with apt-get when missing and we are root."""
+    import shutil
+
+    path = shutil.which(BLACKBOX) or shutil.which("blackbox_exporter")
+    if path:
+        return path
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        print(f"installing {BLACKBOX} with apt-get ...", flush=True)
+        subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", BLACKBOX],
+                       check=False, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+                       stdout=subprocess.DEVNULL)
+        path = shutil.which(BLACKBOX)
+    if not path:
+        raise SystemExit(f"{BLACKBOX} not found: install it with `apt-get install {BLACKBOX}` "
+                         "(Debian/Ubuntu), or put blackbox_exporter on PATH")
+    return path
+
+
+def blackbox_version(binary: str) -> str:
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True)
+    text = out.stdout or out.stderr
+    return text.splitlines()[0].strip() if text else "?"
+
+
+def wait_http(url: str, proc: subprocess.Popen[Any], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2).read()
+            return
+        except OSError:
+            if proc.poll() is not None:
+                raise SystemExit(f"{what} exited during start") from None
+            time.sleep(0.1)
+    raise SystemExit(f"{what} did not answer within {timeout:g}s")
+
+
+def timed_get(url: str, gzip: bool = False, timeout: float = 30.0) -> tuple[float, int, bytes]:
+    """GET ``url``: (seconds to the last byte, bytes on the wire, body decompressed)."""
+    import gzip as gzip_module
+
+    request = urllib.request.Request(url, headers={"Accept-Encoding": "gzip"} if gzip else {})
+    t0 = time.perf_counter()
+    with urllib.request.urlopen(request, timeout=timeout) as resp:
+        raw = resp.read()
+        encoding = resp.headers.get("Content-Encoding", "")
+    seconds = time.perf_counter() - t0
+    return seconds, len(raw), gzip_module.decompress(raw) if encoding == "gzip" else raw
+
+
+def quantile(values: list[float], q: float) -> float:
+    """The q-quantile of ``values`` (nearest rank); 0 when empty."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]

@@ -136,6 +136,23 @@ def render_probe(state: ProbeState) -> ProbeLines:
                       {k: (h, text.encode()) for k, (h, text) in extra.items()})
 
 
+_RUNS = INDEX["probewatch_probe_runs"]
+_LATENCY = INDEX["probewatch_probe_latency_seconds"]
+
+
+def with_run(lines: ProbeLines, state: ProbeState) -> ProbeLines:
+    """``lines`` after a healthy run like the last one: only runs_total and the latency again.
+
+    The caller (ProbeState.record) has checked that nothing else changed: up,
+    return code, failures, trouble, readings and histogram are as last rendered.
+    """
+    lab = state.labels.text
+    fixed = list(lines.fixed)
+    fixed[_RUNS] = f"probewatch_probe_runs_total{{{lab}}} {state.runs_total}\n".encode()
+    fixed[_LATENCY] = f"probewatch_probe_latency_seconds{{{lab}}} {fmt(state.last_latency)}\n".encode()
+    return ProbeLines(tuple(fixed), lines.extra)
+
+
 def _skipped_lines(state: ProbeState) -> str:
     """probewatch_probe_skipped_total, one line per cause whose count is above 0."""
     lab = state.labels.text
@@ -182,16 +199,16 @@ def probe_families(states: Iterable[ProbeState]) -> list[Family]:
     Sample lines are the same in both formats, so this does not depend on the format.
     """
     lines = [s.lines for s in states]
-    families: list[Family] = []
-    for i, (name, typ, help_text) in enumerate(FAMILIES):
-        # Joined in blocks: a single join of 10,000 probes holds the GIL for tens
-        # of milliseconds, and the scheduler's event loop would wait for it.
-        blocks = tuple(
-            block for start in range(0, len(lines), _BLOCK)
-            if (block := b"".join([pl.fixed[i] for pl in lines[start:start + _BLOCK]]))
-        )
-        if blocks:
-            families.append(Family(name, typ, help_text, blocks))
+    # Joined in blocks: a single join of 10,000 probes holds the GIL for tens of
+    # milliseconds, and the scheduler's event loop would wait for it.  zip()
+    # turns a block's per-probe tuples into per-family columns in C.
+    columns: list[list[bytes]] = [[] for _ in FAMILIES]
+    for start in range(0, len(lines), _BLOCK):
+        for i, column in enumerate(zip(*[pl.fixed for pl in lines[start:start + _BLOCK]], strict=True)):
+            if block := b"".join(column):
+                columns[i].append(block)
+    families = [Family(name, typ, help_text, tuple(columns[i]))
+                for i, (name, typ, help_text) in enumerate(FAMILIES) if columns[i]]
     extras: dict[str, tuple[str, list[bytes]]] = {}
     for pl in lines:
         for metric, (help_text, text) in pl.extra.items():

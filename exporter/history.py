@@ -48,27 +48,35 @@ class RunHistory:
         return len(self._started)
 
     def append(self, run: Run) -> None:
-        previous = self._messages[self._next - 1] if self._messages else None
-        message = previous if previous == run.message else run.message
-        reason = 0 if run.up else _REASON_INDEX.get(run.reason, _REASON_INDEX["error"])
-        if run.level_name is not None and self._levels is None:
+        self.add(run.started, run.latency, run.up, run.code, run.reason, run.message, run.level_name)
+
+    def add(self, started: float, latency: float, up: bool, code: int, reason: str, message: str,
+            level_name: str | None = None) -> None:
+        """Append one run from its fields (the scheduler's path: no Run object made)."""
+        messages = self._messages
+        if messages:
+            previous = messages[self._next - 1]
+            if previous == message:
+                message = previous
+        reason_index = 0 if up else _REASON_INDEX.get(reason, _REASON_INDEX["error"])
+        if level_name is not None and self._levels is None:
             self._levels = [None] * len(self._started)
         if len(self._started) < self.size:
-            self._started.append(run.started)
-            self._latency.append(run.latency)
-            self._code.append(run.code)
-            self._reason.append(reason)
-            self._messages.append(message)
+            self._started.append(started)
+            self._latency.append(latency)
+            self._code.append(code)
+            self._reason.append(reason_index)
+            messages.append(message)
             if self._levels is not None:
-                self._levels.append(run.level_name)
+                self._levels.append(level_name)
             self._next = len(self._started) % self.size
             return
         i = self._next
-        self._started[i], self._latency[i], self._code[i] = run.started, run.latency, run.code
-        self._reason[i] = reason
-        self._messages[i] = message
+        self._started[i], self._latency[i], self._code[i] = started, latency, code
+        self._reason[i] = reason_index
+        messages[i] = message
         if self._levels is not None:
-            self._levels[i] = run.level_name
+            self._levels[i] = level_name
         self._next = (i + 1) % self.size
 
     def __iter__(self) -> Iterator[Run]:

@@ -20,8 +20,15 @@ import time
 from probes.base import Result, truncate
 
 from .config import ProbeSpec
-from .exposition import DURATION_BUCKETS, LabelSet, ProbeLines, render_probe, with_skipped
-from .history import Run, RunHistory
+from .exposition import (
+    DURATION_BUCKETS,
+    LabelSet,
+    ProbeLines,
+    render_probe,
+    with_run,
+    with_skipped,
+)
+from .history import RunHistory
 from .peer_data import clean_result
 
 RECENT_RUNS = 100
@@ -52,6 +59,10 @@ class ProbeState:
         self.failure_reason = ""
         self.failure_message = ""
         self.recent = RunHistory(RECENT_RUNS)
+        # The last message as the kind gave it and as cleaned: a probe repeating
+        # itself (most do, run after run) is cleaned once, not every run.
+        self._raw_message = ""
+        self._clean_message = ""
         self.lines: ProbeLines = render_probe(self)
 
     @property
@@ -60,13 +71,20 @@ class ProbeState:
 
     def record(self, result: Result, latency: float, started: float) -> bool:
         """Store a finished run; return True when up/down changed."""
-        clean_result(result)  # peers' text and readings bounded (exporter.peer_data)
-        result.message = truncate(result.message)
-        changed = self.last is not None and self.last.up != result.up
+        message = result.message
+        if message == self._raw_message and not result.readings and result.level_name is None:
+            result.message = self._clean_message  # the same text as last run: cleaned once
+        else:
+            clean_result(result)  # peers' text and readings bounded (exporter.peer_data)
+            result.message = truncate(result.message)
+            self._raw_message, self._clean_message = message, result.message
+        previous = self.last
+        changed = previous is not None and previous.up != result.up
         ended = started + latency
-        if self.last is None or changed:
+        if previous is None or changed:
             self.last_change_at = ended
         self.runs_total += 1
+        was_troubled = self.troubled
         if result.up:
             self.consecutive_successes += 1
             self.consecutive_failures = 0
@@ -82,16 +100,21 @@ class ProbeState:
             self.consecutive_failures += 1
             self.consecutive_successes = 0
             self.troubled = True
-        self.bucket_counts[bisect.bisect_left(DURATION_BUCKETS, latency)] += 1
-        self.duration_sum += latency
+        if self.spec.histogram:
+            self.bucket_counts[bisect.bisect_left(DURATION_BUCKETS, latency)] += 1
+            self.duration_sum += latency
         self.last = result
         self.last_latency = latency
         self.last_run_at = ended
-        self.recent.append(
-            Run(started, latency, result.up, result.code, result.reason, result.message,
-                result.level_name)
-        )
-        self.lines = render_probe(self)
+        self.recent.add(started, latency, result.up, result.code, result.reason, result.message,
+                        result.level_name)
+        if (previous is not None and result.up and previous.up and not was_troubled
+                and not self.troubled and previous.code == result.code
+                and not result.readings and not previous.readings and not self.spec.histogram):
+            # A healthy run like the last one: only runs_total and the latency changed.
+            self.lines = with_run(self.lines, self)
+        else:
+            self.lines = render_probe(self)
         return changed or (self.runs_total == 1 and not result.up)
 
     @property

@@ -26,6 +26,10 @@ A kind is a subclass of ``Kind`` registered in probes/registry.py:
   time (privileges, optional dependencies); a message or None.
 - ``shutdown()`` (classmethod): release process-wide resources when the
   exporter stops.
+- ``connector()``: optional fast path (default None): an object whose
+  ``start(loop, done)`` makes the run from loop callbacks and calls
+  ``done(result)`` once, and whose ``cancel()`` stops it; the scheduler then
+  runs it without a task and cuts it at the deadline (probes.tcp's plain connect).
 
 ``probes.runner.run_once`` is the one way a run is made (the scheduler,
 ``probewatch probe`` and the tests use it).
@@ -138,6 +142,10 @@ class Kind(Generic[O]):
 
     def timed_out(self, timeout: float) -> Result:
         return Result.fail("timeout", f"no result within {format_duration(timeout)}")
+
+    def connector(self) -> Any:
+        """A callback-driven run for the scheduler (see the module docstring), or None."""
+        return None
 
 
 def truncate(text: str, limit: int = MESSAGE_LIMIT) -> str:

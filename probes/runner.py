@@ -48,3 +48,27 @@ def _raised(exc: Exception, on_raise: Callable[[Exception], None] | None) -> Res
     if on_raise is not None:
         on_raise(exc)
     return Result.fail("error", f"{type(exc).__name__}: {exc}")
+
+
+async def run_until_cut(probe: Kind, spec: Any, deadline: float, cut: Callable[[], bool],
+                        on_raise: Callable[[Exception], None] | None = None) -> Result:
+    """``run_once`` for a caller that enforces the deadline itself (the scheduler's wheel).
+
+    No timer of its own: the caller cancels the task at ``deadline`` and ``cut()``
+    then says True, and the kind's ``timed_out`` gives the result; any other
+    cancellation goes on.  Latency and start time are the caller's to take.
+    """
+    try:
+        result = await probe.run(deadline)
+        if not isinstance(result, Result):
+            raise TypeError(f"run() returned {type(result).__name__}, not Result")
+    except asyncio.CancelledError:
+        if not cut():
+            raise
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+        return probe.timed_out(spec.timeout)
+    except Exception as exc:
+        return _raised(exc, on_raise)
+    return result

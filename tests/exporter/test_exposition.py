@@ -214,3 +214,32 @@ probes:
     assert merged.count("# HELP probewatch_probe_value ") == 1
     families = {f.name: f.samples for f in parse_text(merged)}
     assert {s.labels["probe"] for s in families["probewatch_probe_up"]} == {"a", "b"}
+
+
+def test_a_healthy_repeat_run_renders_exactly_what_a_full_render_gives() -> None:
+    # ProbeState.record re-renders only runs_total and the latency after a run like
+    # the last one; the text must be the same as rendering everything again.
+    from exporter.exposition import render_probe
+
+    web = states()[0]
+    for i, (result, latency) in enumerate([(Result.ok(0, "connected"), 0.25), (Result.ok(0, "connected"), 0.5),
+                                           (Result.fail("refused", "no"), 0.125),
+                                           (Result.ok(0, "connected"), 0.75), (Result.ok(0, "connected"), 1.5)]):
+        web.record(result, latency, time.time())
+        assert web.lines == render_probe(web), f"after run {i + 1}"
+    assert f"probewatch_probe_runs_total{{{web.labels.text}}} 5\n" in render([web])
+    assert f"probewatch_probe_latency_seconds{{{web.labels.text}}} 1.5\n" in render([web])
+
+
+def test_the_scheduler_lag_histogram_parses_and_counts_every_observation() -> None:
+    telemetry = Telemetry()
+    telemetry.lag.observe_many(0.003, 10)  # one slot of ten probes
+    telemetry.lag.observe(0.2)
+    families = {f.name: f for f in parse_text(telemetry.render(False).decode())}
+    samples = {(s.name, s.labels.get("le")): s.value for s in families["probewatch_scheduler_lag_seconds"].samples}
+    assert samples[("probewatch_scheduler_lag_seconds_bucket", "0.001")] == 0
+    assert samples[("probewatch_scheduler_lag_seconds_bucket", "0.005")] == 10
+    assert samples[("probewatch_scheduler_lag_seconds_bucket", "+Inf")] == 11
+    assert samples[("probewatch_scheduler_lag_seconds_count", None)] == 11
+    assert abs(samples[("probewatch_scheduler_lag_seconds_sum", None)] - 0.23) < 1e-9
+    assert "probewatch_scheduler_lag_seconds" in {f.name for f in parse_om(telemetry.render(True).decode())}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
+import socket
 import time
 from typing import Any, ClassVar
 
@@ -161,3 +162,60 @@ probes:
     assert len(summary) == 1, summary
     counted = int(summary[0].split(" raised ")[1].split(" more")[0])
     assert summary[0].startswith("probe noisy raised ") and runs - 1 <= counted <= runs + 2
+
+
+@pytest.fixture
+def tcp_scheduler():
+    sched = Scheduler(Telemetry())
+    sched.start()
+    yield sched
+    sched.stop()
+
+
+def test_plain_tcp_probes_run_from_the_wheel_up_refused_and_cut_at_their_timeout(tcp_scheduler) -> None:
+    # Plain connects to addresses take the callback fast path (no task per run);
+    # the wheel cuts the one whose handshake never completes at its timeout.
+    from tests.probes.servers import TcpServer, closed_port
+
+    server = TcpServer(lambda conn: b"")
+    stuck = socket.socket()
+    stuck.bind(("127.0.0.1", 0))
+    stuck.listen(0)  # one handshake queued, never accepted: the next SYNs go unanswered
+    filler = socket.create_connection(stuck.getsockname())
+    try:
+        tcp_scheduler.apply(specs(f"""
+probes:
+  - {{name: up, kind: tcp, target: "{server.target}", period: 200ms, timeout: 100ms}}
+  - {{name: refused, kind: tcp, target: "127.0.0.1:{closed_port()}", period: 200ms, timeout: 100ms}}
+  - {{name: stuck, kind: tcp, target: "127.0.0.1:{stuck.getsockname()[1]}", period: 500ms, timeout: 300ms}}
+"""))
+        wait(lambda: all((s := tcp_scheduler.state(n)) is not None and s.runs_total >= 3
+                         for n in ("up", "refused", "stuck")), timeout=10)
+        up, refused, cut = (tcp_scheduler.state(n) for n in ("up", "refused", "stuck"))
+        assert up.failures_total == 0 and up.last.message == f"connected to {server.target}"
+        assert refused.last.reason == "refused" and refused.failures_total == refused.runs_total
+        assert cut.last.reason == "timeout" and cut.last.message == "no result within 300ms"
+        # cut at the deadline, rounded up to the wheel's 10 ms slot, not much later
+        latencies = [r.latency for r in cut.recent]
+        assert all(0.29 <= lat < 0.45 for lat in latencies), latencies
+        assert sum(s.skipped_total for s in (up, refused, cut)) == 0
+    finally:
+        filler.close()
+        stuck.close()
+        server.close()
+
+
+def test_every_run_started_or_skipped_is_one_lag_observation(scheduler) -> None:
+    # 200 probes share 10 ms slots: one timer a slot starts them all, and the lag
+    # histogram still counts each run.
+    lines = "\n".join(f"  - {{name: p{i}, kind: testkind, target: x, period: 100ms, timeout: 50ms}}"
+                      for i in range(200))
+    scheduler.apply(specs("probes:\n" + lines))
+    wait(lambda: min(s.runs_total for s in scheduler.states()) >= 5, timeout=10)
+    scheduler.apply(specs("probes: []"))
+    time.sleep(0.2)
+    counts = scheduler.telemetry.lag.counts
+    started = sum(len(v) for v in _TestKind.starts.values())
+    assert started >= 1000
+    assert sum(counts) >= started - 200  # the early first runs are not slots: not observed
+    assert sum(counts) <= started + 200
