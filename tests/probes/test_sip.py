@@ -462,7 +462,7 @@ def test_more_calls_than_pjsua_allows_wait_for_a_free_slot(tmp_path: Path) -> No
     with sipp(tmp_path, None) as peer:
         template = parse_config(config(peer.uri, "method: INVITE", timeout="5s"),
                                 "t.yml").probes[0]
-        specs = [dataclasses.replace(template, name=f"call{i}") for i in range(12)]  # 3x the wheel's 4
+        specs = [dataclasses.replace(template, name=f"call{i}") for i in range(40)]  # 10x the wheel's 4
         results = run_together(specs)
         assert [r.message for r in results if not r.up] == [], sum(r.up for r in results)
         wait_for(lambda: endpoint_calls() == 0, timeout=5, what="every call to be released")
