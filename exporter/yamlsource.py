@@ -49,8 +49,8 @@ def _mapping(loader: _Loader, node: yaml.MappingNode) -> LineDict:
     own_keys: set[str] = set()
     for index, (key_node, value_node) in enumerate(node.value):
         key = loader.construct_object(key_node, deep=True)
-        if not isinstance(key, str):
-            key = str(key)
+        if not isinstance(key, str):  # as written: `on:` is the key "on", not "True"
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key)
         if index >= merged and key in own_keys:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {key!r}", key_node.start_mark

@@ -52,6 +52,14 @@ def test_a_duplicate_probe_key_in_a_config_is_reported_with_file_and_line() -> N
     assert str(caught.value) == "probes.yml:5: invalid YAML: duplicate key 'kind'"
 
 
+def test_keys_read_as_written_even_where_yaml_would_make_them_booleans_or_numbers() -> None:
+    data = load_yaml("on: 1\nno: 2\n3: three\n0x10: hex\n")
+    assert list(data) == ["on", "no", "3", "0x10"]
+    with pytest.raises(ConfigError) as caught:
+        parse_config("probes: []\non: true\n", "t.yml")
+    assert str(caught.value).startswith("t.yml:2: on: unknown key")
+
+
 def test_python_tags_are_refused_not_run() -> None:
     with pytest.raises(YamlError) as caught:
         load_yaml("a: !!python/object/apply:os.system [touch /tmp/never]\n")
