@@ -332,9 +332,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
         result, latency, started = asyncio.run(once())
     finally:
         for kind in loaded_kinds():
-            shutdown = getattr(kind, "shutdown", None)
-            if callable(shutdown):
-                shutdown()
+            kind.shutdown()
     state = ProbeState(spec_active)
     state.record(result, latency, started)
     last = state.last

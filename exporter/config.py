@@ -324,7 +324,7 @@ def parse_probe(
         timeout_set = shared.timeout if shared.timeout is not None else defaults.timeout
         timeout = timeout_set if timeout_set is not None else min(DEFAULT_TIMEOUT, round(period * 0.8, 3))
         if not shared.target:
-            shared.target = getattr(kind_cls, "default_target", "")
+            shared.target = (kind_cls.default_target if kind_cls else None) or ""
         shared.target = shared.target.replace("${listen}", LISTEN["address"])
         if not shared.target:
             problems.add(at("target"), "target", "is required")
@@ -372,10 +372,8 @@ def parse_probe(
         source=source,
         histogram=bool(shared.histogram if shared.histogram is not None else defaults.histogram),
     )
-    validate = getattr(kind_cls, "validate", None)
-    if callable(validate):
-        for key, message in validate(spec) or ():
-            problems.add(at(key.split(".")[0]), key, message)
+    for key, message in kind_cls.validate(spec):
+        problems.add(at(key.split(".")[0]), key, message)
     return None if len(problems) > before else spec
 
 
@@ -492,8 +490,7 @@ def parse_config(text: str, path: str, check_env: bool = True) -> Config:
             else:
                 seen[name] = i
         if spec is not None and check_env:
-            preflight = getattr(get_kind(spec.kind), "preflight", None)
-            message = preflight(spec) if callable(preflight) and spec.active else None
+            message = get_kind(spec.kind).preflight(spec) if spec.active else None
             if message:
                 problems.add(line, spec.kind, message)
                 spec = None

@@ -29,13 +29,12 @@ import time
 import zlib
 from collections import deque
 from collections.abc import Callable
-from typing import Any
 
-from probes.base import Result
+from probes.base import Kind, Result
 from probes.registry import get_kind, loaded_kinds
+from probes.runner import run_once
 
 from .config import ProbeSpec
-from .durations import format_duration
 from .logs import Throttle
 from .state import ProbeState
 from .telemetry import Telemetry
@@ -128,7 +127,7 @@ class _Entry:
 
     __slots__ = ("handle", "next_at", "probe", "run_task", "state")
 
-    def __init__(self, state: ProbeState, probe: Any) -> None:
+    def __init__(self, state: ProbeState, probe: Kind | None) -> None:
         self.state = state
         self.probe = probe
         self.next_at = 0.0
@@ -185,12 +184,10 @@ class Scheduler:
             log.warning("probes did not stop in time", extra={"error": str(exc)})
         _raised.close()  # write the pending counts now, not never
         for kind in loaded_kinds():
-            shutdown = getattr(kind, "shutdown", None)
-            if callable(shutdown):
-                try:
-                    shutdown()
-                except Exception as exc:
-                    log.warning("kind shutdown failed", extra={"error": str(exc)})
+            try:
+                kind.shutdown()
+            except Exception as exc:
+                log.warning("kind shutdown failed", extra={"error": str(exc)})
         loop.call_soon_threadsafe(loop.stop)
         if self._thread is not None:
             self._thread.join(timeout)
@@ -305,6 +302,7 @@ class Scheduler:
             return
         loop = asyncio.get_running_loop()
         began = loop.time()
+        assert entry.probe is not None  # only active probes are armed
         result, latency, started = await run_probe(entry.probe, state.spec)
         if not result.up and self._stalled(began) > bound:
             # The loop stood still for longer than the bound during this run:
@@ -320,7 +318,7 @@ class Scheduler:
             log.exception("recording a result failed", extra={"probe": state.spec.name})
 
 
-def _make_probe(spec: ProbeSpec) -> Any:
+def _make_probe(spec: ProbeSpec) -> Kind:
     try:
         return get_kind(spec.kind)(spec)
     except Exception as exc:
@@ -328,35 +326,28 @@ def _make_probe(spec: ProbeSpec) -> Any:
         return _Broken(f"cannot set up probe: {type(exc).__name__}: {exc}")
 
 
-class _Broken:
+class _Broken(Kind):
+    """Stands in for a probe whose kind could not be set up: every run fails with why."""
+
+    Options = object
+
     def __init__(self, message: str) -> None:
         self.message = message
 
-    async def run(self) -> Result:
+    async def run(self, deadline: float) -> Result:
         return Result.fail("error", self.message)
 
 
-async def run_probe(probe: Any, spec: ProbeSpec) -> tuple[Result, float, float]:
-    """Run once with the timeout; return (result, latency seconds, start Unix time).
-
-    The timeout counts from here, when the run really starts.
-    """
-    started = time.time()
-    t0 = time.perf_counter()
-    try:
-        async with asyncio.timeout(spec.timeout):
-            result = await probe.run()
-        if not isinstance(result, Result):
-            raise TypeError(f"run() returned {type(result).__name__}, not Result")
-    except TimeoutError:
-        result = Result.fail("timeout", f"no result within {format_duration(spec.timeout)}")
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:
+def _log_raised(spec: ProbeSpec) -> Callable[[Exception], None]:
+    def log_it(exc: Exception) -> None:
         _raised.log(logging.ERROR, spec.name, "probe raised",
                     extra={"probe": spec.name, "error": f"{type(exc).__name__}: {exc}"})
-        result = Result.fail("error", f"{type(exc).__name__}: {exc}")
-    return result, time.perf_counter() - t0, started
+    return log_it
+
+
+async def run_probe(probe: Kind, spec: ProbeSpec) -> tuple[Result, float, float]:
+    """One run through probes.runner.run_once, a kind's exception logged (throttled)."""
+    return await run_once(probe, spec, _log_raised(spec))
 
 
 def log_change(state: ProbeState) -> None:

@@ -1,23 +1,31 @@
-"""The contract between the scheduler and every probe kind.
+"""The contract between the scheduler and every probe kind: the ``Kind`` base class.
 
-A kind is a class with:
+A kind is a subclass of ``Kind`` registered in probes/registry.py:
 
 - ``Options``: a dataclass of the kind's own options (the block named after the
   kind in the config).  Defaults live on the dataclass; an optional ``check(self)``
   returns ``(key, message)`` pairs for semantic errors and compiles regexes or paths
   (exporter.options calls it on every options dataclass it builds, nested ones too).
-- ``__init__(self, spec)``: takes the exporter's ``ProbeSpec`` (exporter/config.py;
-  kinds type it ``Any``, as probes/ never imports the exporter) whose ``options``
-  attribute is an instance of ``Options``.
-- ``async def run(self) -> Result``: one run, no retries, no sleeping between
-  runs.  The scheduler measures latency and cuts the run at ``spec.timeout``.
-- optional ``validate(spec) -> [(key, message)]`` (classmethod): checks that need the
-  whole spec (target, timeout), not only the options.
-- optional ``default_target``: the target when the config gives none.
-- optional ``preflight(spec) -> str | None`` (classmethod): an environment check
-  done at config-check time (privileges, optional dependencies).
-- optional ``shutdown()`` (classmethod): release process-wide resources when the
+- ``__init__(self, spec)``: takes the probe's spec (``spec.options`` is an
+  instance of ``Options``); the base class keeps both as ``self.spec`` and
+  ``self.options``.
+- ``async def run(self, deadline) -> Result``: one run, no retries, no sleeping
+  between runs.  ``deadline`` is the event loop time (``loop.time()``) at which
+  the scheduler cuts the run; a kind may use it for its own waits but needs no
+  margin of its own: when the run is cut, the scheduler asks ``timed_out``.
+- ``timed_out(timeout) -> Result``: the result of a run cut at its deadline
+  (default: reason timeout, "no result within T"); a kind overrides it to say
+  what the run had seen ("no reply from ...", the SIP state reached).
+- ``validate(spec)`` (classmethod): checks that need the whole spec (target,
+  timeout), not only the options; ``[(key, message)]``.
+- ``default_target``: the target when the config gives none (None: required).
+- ``preflight(spec)`` (classmethod): an environment check done at config-check
+  time (privileges, optional dependencies); a message or None.
+- ``shutdown()`` (classmethod): release process-wide resources when the
   exporter stops.
+
+``probes.runner.run_once`` is the one way a run is made (the scheduler,
+``probewatch probe`` and the tests use it).
 """
 
 from __future__ import annotations
@@ -27,7 +35,9 @@ import concurrent.futures
 import functools
 import socket
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
+
+from .durations import format_duration
 
 # The fixed set of failure reasons (probewatch_probe_failure_info{reason}).
 REASONS = (
@@ -88,14 +98,33 @@ class Result:
         return cls(up=False, code=code, reason=reason, message=message, **kw)
 
 
-class ProbeKind(Protocol):
-    """The shape every kind class has (see the module docstring)."""
+class Kind:
+    """The base class of every probe kind (the module docstring is the contract)."""
 
     Options: ClassVar[type]
+    default_target: ClassVar[str | None] = None
 
-    def __init__(self, spec: Any) -> None: ...
+    def __init__(self, spec: Any) -> None:
+        self.spec = spec
+        self.options = spec.options
 
-    async def run(self) -> Result: ...
+    @classmethod
+    def validate(cls, spec: Any) -> list[tuple[str, str]]:
+        return []
+
+    @classmethod
+    def preflight(cls, spec: Any) -> str | None:
+        return None
+
+    @classmethod
+    def shutdown(cls) -> None:
+        return None
+
+    async def run(self, deadline: float) -> Result:
+        raise NotImplementedError(f"{type(self).__name__}.run")
+
+    def timed_out(self, timeout: float) -> Result:
+        return Result.fail("timeout", f"no result within {format_duration(timeout)}")
 
 
 def truncate(text: str, limit: int = MESSAGE_LIMIT) -> str:

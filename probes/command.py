@@ -26,7 +26,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from .base import Result
+from .base import Kind, Result
 
 OUTPUT_LIMIT = 4096
 # After the command exits: how long output still in the pipe may take to arrive.
@@ -70,7 +70,7 @@ class CommandOptions:
         return frozenset(self.ok_codes or [0])
 
 
-class CommandProbe:
+class CommandProbe(Kind):
     __doc__ = __doc__
     Options = CommandOptions
     default_target = "localhost"
@@ -82,7 +82,7 @@ class CommandProbe:
                      else list(self.options.argv))
         self.env = {**os.environ, **self.options.env} if self.options.env else None
 
-    async def run(self) -> Result:
+    async def run(self, deadline: float) -> Result:
         # The output pipe is ours, not asyncio's: asyncio's wait() may also wait
         # for its pipes to close, which a background child can delay forever.
         read_fd, write_fd = os.pipe()

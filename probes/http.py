@@ -30,7 +30,7 @@ import aiohttp
 from cryptography import x509
 
 from . import __version__
-from .base import Reading, Result, truncate
+from .base import Kind, Reading, Result, truncate
 from .expectations import (
     JsonExpectation,
     Pattern,
@@ -352,7 +352,7 @@ def _cert_readings(der: bytes | None) -> list[Reading]:
 # --- the kind ------------------------------------------------------------------
 
 
-class RequestProbe:
+class RequestProbe(Kind):
     """The shape of a kind that makes one request per run and judges the reply."""
 
     Options: ClassVar[type[RequestOptions]] = RequestOptions
@@ -364,7 +364,7 @@ class RequestProbe:
     def validate(cls, spec: Any) -> list[tuple[str, str]]:
         return url_problems(spec.target)
 
-    async def run(self) -> Result:
+    async def run(self, deadline: float) -> Result:
         try:
             got = await fetch(self.spec, self.spec.options)
         except FetchFailed as failed:

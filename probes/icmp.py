@@ -31,7 +31,7 @@ from typing import Any, Literal
 from icmplib import ICMPRequest, ICMPv4Socket, ICMPv6Socket, async_resolve
 from icmplib.exceptions import ICMPLibError, NameLookupError, SocketPermissionError
 
-from .base import Reading, Result
+from .base import Kind, Reading, Result
 from .durations import Duration, format_duration
 from .netaddr import is_ip
 from .oserrors import UNREACHABLE_ERRNOS
@@ -95,7 +95,7 @@ def reply_wait(spec: Any) -> float:
     return spec.timeout * (1 - MARGIN) - (opts.count - 1) * opts.interval
 
 
-class IcmpProbe:
+class IcmpProbe(Kind):
     __doc__ = __doc__
     Options = IcmpOptions
 
@@ -148,7 +148,7 @@ class IcmpProbe:
             pinger.close()
         _PINGERS.clear()
 
-    async def run(self) -> Result:
+    async def run(self, deadline: float) -> Result:
         loop = asyncio.get_running_loop()
         host = self.spec.target
         try:

@@ -15,7 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Any
+
+from .base import Kind
 
 ENTRY_POINT_GROUP = "probewatch.probes"
 
@@ -41,7 +42,7 @@ class KindUnavailable(Exception):
     """The kind exists but cannot be loaded here (a missing dependency)."""
 
 
-_loaded: dict[str, Any] = {}
+_loaded: dict[str, type[Kind]] = {}
 _registered: dict[str, KindEntry] = {}  # by register(); these win over built-ins and entry points
 
 
@@ -61,7 +62,7 @@ def kind_names() -> list[str]:
     return sorted({*_entries(), *_registered})
 
 
-def register(name: str, kind: str | type, extra: str | None = None) -> None:
+def register(name: str, kind: str | type[Kind], extra: str | None = None) -> None:
     """Make ``name`` a kind: an import string ``"module:Class"`` (loaded on first use) or
     the class itself.  Replaces a kind of that name (built-in or entry point) until
     ``unregister(name)``; ``extra`` is the pip extra named when the import fails."""
@@ -73,6 +74,8 @@ def register(name: str, kind: str | type, extra: str | None = None) -> None:
         _registered[name] = KindEntry(kind, extra)
         _loaded.pop(name, None)
     else:
+        if not (isinstance(kind, type) and issubclass(kind, Kind)):
+            raise ValueError(f"kind {name!r}: {kind!r} is not a probes.base.Kind subclass")
         _registered[name] = KindEntry(f"{kind.__module__}:{kind.__qualname__}", extra)
         _loaded[name] = kind
 
@@ -84,7 +87,7 @@ def unregister(name: str) -> None:
 
 
 @contextmanager
-def registered(name: str, kind: str | type, extra: str | None = None) -> Iterator[None]:
+def registered(name: str, kind: str | type[Kind], extra: str | None = None) -> Iterator[None]:
     """``register`` for the ``with`` block, then whatever ``name`` was before."""
     before = (_registered.get(name), _loaded.get(name))
     register(name, kind, extra)
@@ -98,7 +101,7 @@ def registered(name: str, kind: str | type, extra: str | None = None) -> Iterato
             _loaded[name] = before[1]
 
 
-def get_kind(name: str) -> Any:
+def get_kind(name: str) -> type[Kind]:
     """The kind class for ``name``; KeyError if unknown, KindUnavailable if it cannot load."""
     if name in _loaded:
         return _loaded[name]
@@ -112,10 +115,12 @@ def get_kind(name: str) -> Any:
             f"kind {name!r} cannot be loaded: {exc.name or exc} is not installed{hint}"
         ) from None
     cls = getattr(module, attr)
+    if not (isinstance(cls, type) and issubclass(cls, Kind)):
+        raise KindUnavailable(f"kind {name!r}: {entry.import_path} is not a probes.base.Kind subclass")
     _loaded[name] = cls
     return cls
 
 
-def loaded_kinds() -> list[Any]:
+def loaded_kinds() -> list[type[Kind]]:
     """Kind classes already imported (for shutdown hooks)."""
     return list(_loaded.values())

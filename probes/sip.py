@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 import pjsua2  # noqa: F401 - a missing extra fails the config check (probes/registry.py)
 
-from .base import Result, resolve
+from .base import Kind, Result, resolve
 from .durations import format_duration
 from .netaddr import is_ip
 from .secret_files import read_secret_text
@@ -174,7 +174,7 @@ def read_password(path: str) -> str:
     return password
 
 
-class SipProbe:
+class SipProbe(Kind):
     __doc__ = __doc__
     Options = SipOptions
 
@@ -222,7 +222,7 @@ class SipProbe:
         if endpoint is not None and not endpoint.stop(1.8):
             log.warning("the SIP endpoint did not stop within 1.8s")
 
-    async def run(self) -> Result:
+    async def run(self, deadline: float) -> Result:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.wait
         try:

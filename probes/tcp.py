@@ -19,7 +19,7 @@ import ssl
 from dataclasses import dataclass
 from typing import Any
 
-from .base import Result, unescape
+from .base import Kind, Result, unescape
 from .expectations import TextExpectation, TextMatcher, decode_reply, shown
 from .netaddr import is_ip, split_host_port, target_problems
 from .oserrors import os_error_reason
@@ -60,7 +60,7 @@ class TcpOptions:
         return out
 
 
-class TcpProbe:
+class TcpProbe(Kind):
     __doc__ = __doc__
     Options = TcpOptions
 
@@ -82,7 +82,7 @@ class TcpProbe:
     def validate(cls, spec: Any) -> list[tuple[str, str]]:
         return target_problems(spec.target)
 
-    async def run(self) -> Result:
+    async def run(self, deadline: float) -> Result:
         try:
             if self.plain:
                 return await self._connect_only()

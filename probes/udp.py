@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import signing
-from .base import Reading, Result, unescape
+from .base import Kind, Reading, Result, unescape
 from .durations import format_duration
 from .expectations import (
     JsonExpectation,
@@ -157,7 +157,7 @@ def agent_errors(doc: dict[str, Any]) -> str:
     return "; ".join(parts) or "no error given"
 
 
-class UdpProbe:
+class UdpProbe(Kind):
     __doc__ = __doc__
     Options = UdpOptions
 
@@ -171,7 +171,7 @@ class UdpProbe:
     def validate(cls, spec: Any) -> list[tuple[str, str]]:
         return target_problems(spec.target)
 
-    async def run(self) -> Result:
+    async def run(self, deadline: float) -> Result:
         key = b""
         if self.options.key_file:
             try:
@@ -200,15 +200,14 @@ class UdpProbe:
             return _socket_failure(exc, target)
         try:
             transport.sendto(datagram)
-            async with asyncio.timeout(self.spec.timeout):
-                return await waiter
-        except TimeoutError:
-            return Result.fail(
-                "timeout", f"no reply from {target} within {format_duration(self.spec.timeout)}")
+            return await waiter  # the scheduler cuts the wait at the deadline: timed_out()
         except OSError as exc:
             return _socket_failure(exc, target)
         finally:
             transport.close()
+
+    def timed_out(self, timeout: float) -> Result:
+        return Result.fail("timeout", f"no reply from {self.spec.target} within {format_duration(timeout)}")
 
     def _judge(self, data: bytes, key: bytes, nonce: str) -> Result:
         if key:

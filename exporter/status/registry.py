@@ -228,8 +228,7 @@ def resolve(name: str, raw: Any, defaults: Defaults, api: ApiSettings, base: str
     problems = Problems()
     spec = parse_probe(raw, defaults, problems, source="api", base=base)
     if spec is not None and spec.active:
-        preflight = getattr(get_kind(spec.kind), "preflight", None)
-        refusal = preflight(spec) if callable(preflight) else None
+        refusal = get_kind(spec.kind).preflight(spec)
         if refusal:
             problems.add(0, spec.kind, str(refusal))
             spec = None

@@ -14,7 +14,7 @@ from exporter.config import parse_config
 from exporter.scheduler import Scheduler, phase
 from exporter.telemetry import Telemetry
 from probes import registry
-from probes.base import Result
+from probes.base import Kind, Result
 
 
 @dataclasses.dataclass
@@ -23,7 +23,7 @@ class _Opts:
     fail_with: str = ""
 
 
-class _TestKind:
+class _TestKind(Kind):
     """A kind used only by these tests: sleeps ``delay`` and can raise."""
 
     Options = _Opts
@@ -32,7 +32,7 @@ class _TestKind:
     def __init__(self, spec: Any) -> None:
         self.spec = spec
 
-    async def run(self) -> Result:
+    async def run(self, deadline: float) -> Result:
         self.starts.setdefault(self.spec.name, []).append(time.monotonic())
         await asyncio.sleep(self.spec.options.delay)
         if self.spec.options.fail_with:
@@ -92,7 +92,7 @@ def test_run_still_going_is_skipped_not_doubled(scheduler) -> None:
     # timeout < period is enforced by config, so overrun a period by blocking the
     # probe in a way the timeout cannot cut: swallow cancellation once.
     class Stubborn(_TestKind):
-        async def run(self) -> Result:
+        async def run(self, deadline: float) -> Result:
             self.starts.setdefault(self.spec.name, []).append(time.monotonic())
             try:
                 await asyncio.sleep(0.35)

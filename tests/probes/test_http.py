@@ -34,7 +34,7 @@ from exporter.config import parse_config
 from probes.base import Result
 from probes.http import CERT_EXPIRY, CONTENT_LENGTH
 from probes.registry import get_kind
-from tests.probes.run import run_once
+from tests.probes.run import once, run_once
 from tests.probes.servers import closed_port
 from tests.support import ROOT, probewatch_argv
 
@@ -476,7 +476,7 @@ def test_bearer_token_comes_from_its_file(web: LoopbackServer, tmp_path: Path) -
     spec = parse_config(probe_config("http", f"{web.base}/auth", {
         "bearer_token_file": str(tmp_path / "token")}), "t.yml").probes[0]
     (tmp_path / "token").unlink()  # after the config was loaded
-    gone = asyncio.run(get_kind("http")(spec).run())
+    gone = asyncio.run(once(get_kind("http")(spec)))
     assert (gone.up, gone.reason) == (False, "error")
     assert gone.message.startswith("cannot read credentials: [Errno 2] No such file")
 

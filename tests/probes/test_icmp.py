@@ -25,7 +25,7 @@ from exporter.config import parse_config
 from exporter.scheduler import run_probe
 from probes import icmp
 from probes.base import Result
-from tests.probes.run import run_once
+from tests.probes.run import once, run_once
 from tests.support import ROOT, missing, probewatch_argv, require_binary
 
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -132,7 +132,7 @@ def test_cut_runs_leave_no_waiting_requests_behind() -> None:
                         "t.yml").probes[0]
 
     async def go() -> int:
-        task = asyncio.ensure_future(icmp.IcmpProbe(spec).run())
+        task = asyncio.ensure_future(once(icmp.IcmpProbe(spec)))
         await asyncio.sleep(1.5)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

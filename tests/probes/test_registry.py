@@ -7,12 +7,11 @@ import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from exporter.config import ConfigError, parse_config
-from probes.base import Result
+from probes.base import Kind, Result
 from probes.registry import BUILTIN, KindUnavailable, get_kind, kind_names, register, registered, unregister
 from tests.support import ROOT, probewatch_argv
 
@@ -20,7 +19,7 @@ THIRD_PARTY = '''
 """Always up: a third-party kind used by probewatch's tests."""
 from dataclasses import dataclass
 
-from probes.base import Result
+from probes.base import Kind, Result
 
 
 @dataclass
@@ -28,16 +27,19 @@ class Options:
     greeting: str = "hello"
 
 
-class AlwaysUp:
+class AlwaysUp(Kind):
     """Always up; says its greeting."""
 
     Options = Options
 
-    def __init__(self, spec):
-        self.spec = spec
+    async def run(self, deadline):
+        return Result.ok(0, self.options.greeting)
 
-    async def run(self):
-        return Result.ok(0, self.spec.options.greeting)
+
+class NotAKind:
+    """The shape of a kind, but not a probes.base.Kind."""
+
+    Options = Options
 '''
 
 
@@ -54,7 +56,8 @@ def test_a_kind_from_an_installed_distribution_is_listed_checked_and_run(tmp_pat
     info = tmp_path / "alwaysup_kind-0.1.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: alwaysup-kind\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[probewatch.probes]\nalwaysup = alwaysup_kind:AlwaysUp\n")
+    (info / "entry_points.txt").write_text("[probewatch.probes]\nalwaysup = alwaysup_kind:AlwaysUp\n"
+                                          "notakind = alwaysup_kind:NotAKind\n")
     config = tmp_path / "p.yml"
     config.write_text("probes:\n  - {name: x, kind: alwaysup, target: here, alwaysup: {greeting: hi}}\n")
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
@@ -70,20 +73,22 @@ def test_a_kind_from_an_installed_distribution_is_listed_checked_and_run(tmp_pat
     probe = run("probe", "x", f"--config.file={config}")
     assert probe.returncode == 0, probe.stderr
     assert "message: hi" in probe.stdout
+    refused = tmp_path / "refused.yml"
+    refused.write_text("probes:\n  - {name: y, kind: notakind, target: here}\n")
+    checked = run("check", f"--config.file={refused}")
+    assert checked.returncode != 0
+    assert "not a probes.base.Kind subclass" in checked.stderr and "Traceback" not in checked.stderr
 
 
-class _Greeter:
+class _Greeter(Kind):
     """Says hello: a kind registered by a test."""
 
     @dataclass
     class Options:
         greeting: str = "hello"
 
-    def __init__(self, spec: Any) -> None:
-        self.spec = spec
-
-    async def run(self) -> Result:
-        return Result.ok(0, self.spec.options.greeting)
+    async def run(self, deadline: float) -> Result:
+        return Result.ok(0, self.options.greeting)
 
 
 GREETER_CONFIG = "probes:\n  - {name: g, kind: greeter, target: t, greeter: {greeting: hi}}\n"
@@ -94,7 +99,7 @@ def test_a_registered_kind_is_listed_checked_and_run_then_gone_when_unregistered
         assert "greeter" in kind_names()
         spec = parse_config(GREETER_CONFIG, "t.yml").probes[0]
         assert spec.options.greeting == "hi"
-        result = asyncio.run(get_kind("greeter")(spec).run())
+        result = asyncio.run(get_kind("greeter")(spec).run(deadline=10.0))
         assert (result.up, result.message) == (True, "hi")
     assert "greeter" not in kind_names()
     with pytest.raises(ConfigError, match=r"t\.yml:2: .*unknown kind 'greeter'"):
@@ -117,6 +122,12 @@ def test_registering_over_a_builtin_shadows_it_until_unregistered() -> None:
     with registered("tcp", _Greeter):
         assert get_kind("tcp") is _Greeter
     assert get_kind("tcp") is tcp
+
+
+def test_a_class_that_is_no_kind_is_refused_at_registration() -> None:
+    with pytest.raises(ValueError, match=r"kind 'plain': .*is not a probes\.base\.Kind subclass"):
+        register("plain", dict)
+    assert "plain" not in kind_names()
 
 
 @pytest.mark.parametrize("path", ["no_colon", "a:b:c", ":Class", "module:"])

@@ -22,6 +22,7 @@ from probes import signing
 from probes.base import Result
 from probes.udp import UdpProbe
 from tests.exporter.test_config import expected_messages
+from tests.probes.run import once
 from tests.support import ROOT, free_port, probewatch_argv
 
 KEY = "0123456789abcdef0123456789abcdef"
@@ -88,7 +89,7 @@ async def probe_agent(tmp_path: Path, block: dict[str, Any], **agent_kw: Any) ->
     """One udp probe run against a fresh agent that is closed afterwards."""
     agent, target = await start_agent(tmp_path, **agent_kw)
     try:
-        return await UdpProbe(udp_spec(target, block)).run()
+        return await once(UdpProbe(udp_spec(target, block)))
     finally:
         await agent.close()
 
@@ -104,8 +105,8 @@ def fields(result: Result) -> dict[str, float]:
 def test_plain_peer_gets_unescaped_send_and_reply_must_hold_expect() -> None:
     async def scenario() -> tuple[Result, Result, list[bytes]]:
         peer, target = await start_peer(lambda d: b"PONG ready\r\n" if d == b"PING\r\n" else b"?")
-        up = await UdpProbe(udp_spec(target, {"send": "PING\\r\\n", "expect": "PONG"})).run()
-        down = await UdpProbe(udp_spec(target, {"send": "PING", "expect": "PONG"})).run()
+        up = await once(UdpProbe(udp_spec(target, {"send": "PING\\r\\n", "expect": "PONG"})))
+        down = await once(UdpProbe(udp_spec(target, {"send": "PING", "expect": "PONG"})))
         assert peer.transport is not None
         peer.transport.close()
         return up, down, peer.received
@@ -120,10 +121,10 @@ def test_plain_peer_gets_unescaped_send_and_reply_must_hold_expect() -> None:
 def test_regex_expect_and_json_send() -> None:
     async def scenario() -> tuple[Result, Result, list[bytes]]:
         peer, target = await start_peer(lambda d: b"version=2.4.1 ok")
-        good = await UdpProbe(udp_spec(target, {"send": {"op": "version", "n": 1},
-                                                "expect": {"regex": r"version=2\.\d+"}})).run()
-        bad = await UdpProbe(udp_spec(target, {"send": "v",
-                                               "expect": {"regex": r"^version=3"}})).run()
+        good = await once(UdpProbe(udp_spec(target, {"send": {"op": "version", "n": 1},
+                                                "expect": {"regex": r"version=2\.\d+"}})))
+        bad = await once(UdpProbe(udp_spec(target, {"send": "v",
+                                               "expect": {"regex": r"^version=3"}})))
         assert peer.transport is not None
         peer.transport.close()
         return good, bad, peer.received
@@ -140,12 +141,12 @@ def test_json_path_expectations_on_a_plain_json_reply() -> None:
 
     async def scenario() -> tuple[Result, Result, Result]:
         peer, target = await start_peer(lambda d: reply if d != b"text" else b"not json")
-        ok = await UdpProbe(udp_spec(target, {"send": "q", "expect_json": [
-            {"path": "$.status", "equals": "ok"}, {"path": "$.queue.depth", "max": 100}]})).run()
-        over = await UdpProbe(udp_spec(target, {"send": "q", "expect_json": [
-            {"path": "$.queue.depth", "max": 10}]})).run()
-        text = await UdpProbe(udp_spec(target, {"send": "text", "expect_json": [
-            {"path": "$.status"}]})).run()
+        ok = await once(UdpProbe(udp_spec(target, {"send": "q", "expect_json": [
+            {"path": "$.status", "equals": "ok"}, {"path": "$.queue.depth", "max": 100}]})))
+        over = await once(UdpProbe(udp_spec(target, {"send": "q", "expect_json": [
+            {"path": "$.queue.depth", "max": 10}]})))
+        text = await once(UdpProbe(udp_spec(target, {"send": "text", "expect_json": [
+            {"path": "$.status"}]})))
         assert peer.transport is not None
         peer.transport.close()
         return ok, over, text
@@ -161,21 +162,21 @@ def test_no_reply_is_a_timeout_with_code_minus_one() -> None:
     async def scenario() -> tuple[Result, float]:
         peer, target = await start_peer(lambda d: None)
         t0 = time.monotonic()
-        result = await UdpProbe(udp_spec(target, {"send": "ping"}, timeout="300ms")).run()
+        result = await once(UdpProbe(udp_spec(target, {"send": "ping"}, timeout="300ms")))
         assert peer.transport is not None and peer.received == [b"ping"]
         peer.transport.close()
         return result, time.monotonic() - t0
 
     result, elapsed = run(scenario())
     assert (result.up, result.reason, result.code) == (False, "timeout", -1)
-    assert "within 300ms" in result.message
+    assert result.message.startswith("no reply from ") and "within 300ms" in result.message
     assert 0.25 < elapsed < 2.0
 
 
 def test_closed_port_is_refused_at_once() -> None:
     port = free_port(kind=socket.SOCK_DGRAM)
     t0 = time.monotonic()
-    result = run(UdpProbe(udp_spec(f"127.0.0.1:{port}", {"send": "ping"}, timeout="2s")).run())
+    result = run(once(UdpProbe(udp_spec(f"127.0.0.1:{port}", {"send": "ping"}, timeout="2s"))))
     assert (result.up, result.reason, result.code) == (False, "refused", -1)
     assert time.monotonic() - t0 < 1.5
 
@@ -217,7 +218,7 @@ def test_wrong_key_fails_with_auth_and_agent_logs_refusal(
     async def scenario() -> Result:
         agent, target = await start_agent(tmp_path)
         try:
-            return await UdpProbe(udp_spec(target, block)).run()
+            return await once(UdpProbe(udp_spec(target, block)))
         finally:
             await agent.close()
 
@@ -282,7 +283,7 @@ def test_replayed_request_or_reply_fails_with_auth(
         target = f"127.0.0.1:{transport.get_extra_info('sockname')[1]}"
         try:
             probe = UdpProbe(udp_spec(target, block))
-            return await probe.run(), await probe.run()
+            return await once(probe), await once(probe)
         finally:
             transport.close()
             await agent.close()
@@ -312,7 +313,7 @@ def test_forged_or_unsigned_reply_fails_with_auth(
     async def scenario() -> Result:
         peer, target = await start_peer(answer)
         try:
-            return await UdpProbe(udp_spec(target, block)).run()
+            return await once(UdpProbe(udp_spec(target, block)))
         finally:
             assert peer.transport is not None
             peer.transport.close()
@@ -337,7 +338,7 @@ def test_key_file_removed_after_load_fails_the_run(tmp_path: Path) -> None:
     path = key_file(tmp_path)
     spec = udp_spec("127.0.0.1:9", {"key_file": path, "operations": ["uptime"]})
     Path(path).unlink()
-    result = run(UdpProbe(spec).run())
+    result = run(once(UdpProbe(spec)))
     assert (result.up, result.reason) == (False, "error")
     assert "cannot read key file" in result.message
 
