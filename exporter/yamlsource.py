@@ -42,18 +42,23 @@ class _Loader(_Base):
 
 
 def _mapping(loader: _Loader, node: yaml.MappingNode) -> LineDict:
-    loader.flatten_mapping(node)
+    own = sum(1 for key_node, _ in node.value if key_node.tag != "tag:yaml.org,2002:merge")
+    loader.flatten_mapping(node)  # merged (``<<:``) pairs first: the mapping's own keys override them
+    merged = len(node.value) - own
     out = LineDict()
     out.line = node.start_mark.line + 1
     out.key_lines = {}
-    for key_node, value_node in node.value:
+    own_keys: set[str] = set()
+    for index, (key_node, value_node) in enumerate(node.value):
         key = loader.construct_object(key_node, deep=True)
-        if not isinstance(key, str):
-            key = str(key)
-        if key in out:
+        if not isinstance(key, str):  # as written: `on:` is the key "on", not "True"
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key)
+        if index >= merged and key in own_keys:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {key!r}", key_node.start_mark
             )
+        if index >= merged:
+            own_keys.add(key)
         out[key] = loader.construct_object(value_node, deep=True)
         out.key_lines[key] = key_node.start_mark.line + 1
     return out

@@ -22,7 +22,7 @@ def split_host_port(target: str) -> tuple[str, int]:
             raise ValueError(f"{target!r} is not HOST:PORT (IPv6 as [ADDRESS]:PORT)")
         if ":" in host:
             raise ValueError(f"{target!r}: write an IPv6 address in brackets, as [{host}]:{port_text}")
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
         raise ValueError(f"port {port_text!r} in {target!r} is not a number from 1 to 65535")
     return host, int(port_text)
 

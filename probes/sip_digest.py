@@ -61,6 +61,8 @@ def digest_answer(response: str, code: int, method: str, uri: str,
         fields += ["qop=auth", "nc=00000001", f'cnonce="{cnonce}"']
     else:
         response_hash = h(f"{ha1}:{nonce}:{ha2}")
+        if algorithm.upper().endswith("-SESS"):  # HA1 holds it: the server needs it too
+            fields.append(f'cnonce="{cnonce}"')
     fields.append(f'response="{response_hash}"')
     if "opaque" in params:
         fields.append(f'opaque="{params["opaque"]}"')

@@ -64,6 +64,13 @@ SLOT_RELEASE_SECONDS = 5.0
 IDLE_SECONDS = 60.0
 POLL_MS = 100
 HANGUP_GRACE = 0.3
+# pjlib's ioqueue has a fixed number of socket slots (64 in the wheel's select build), and a
+# closed socket's slot comes back only PJ_IOQUEUE_KEY_FREE_DELAY (500 ms) later; a full
+# ioqueue is an assertion that aborts the process, not an error.  Each call opens two media
+# sockets (RTP, RTCP), so calls that end at once (a 486, a 503) could exhaust it: a call
+# counts against this budget from its INVITE until KEY_FREE_SECONDS after it ended.
+CALL_SOCKET_BUDGET = 16
+KEY_FREE_SECONDS = 1.0
 _HEADER_RE = re.compile(rf"^{REQUEST_HEADER}:\s*(\d+)", re.IGNORECASE | re.MULTILINE)
 
 
@@ -154,6 +161,7 @@ class SipEndpoint:
         self._limit_learned = False
         self._calls_retry_at = 0.0
         self._last_call_end = 0.0
+        self._call_ends: deque[float] = deque()  # when placed calls ended, for CALL_SOCKET_BUDGET
         self._hangups: list[int] = []
         self._released: list[Any] = []
         self._last_sweep = 0.0
@@ -286,7 +294,7 @@ class SipEndpoint:
         account.last_used = time.monotonic()
         if request.method == "OPTIONS":
             self._send_options(pending, None)
-        elif len(self._calls) >= self._call_limit:
+        elif len(self._calls) >= self._call_limit or not self._socket_room():
             self._call_queue.append(pending)
         else:
             self._place_call(pending)
@@ -375,6 +383,13 @@ class SipEndpoint:
             pending.account = None
             self._settle(pending, SipOutcome(-1, exc_text(exc), "local"))
 
+    def _socket_room(self) -> bool:
+        """Whether another call's media sockets fit pjlib's ioqueue (see CALL_SOCKET_BUDGET)."""
+        freed_before = time.monotonic() - KEY_FREE_SECONDS
+        while self._call_ends and self._call_ends[0] < freed_before:
+            self._call_ends.popleft()
+        return len(self._calls) + len(self._call_ends) < CALL_SOCKET_BUDGET
+
     def _call_state(self, call: Any, event: Any) -> None:
         entry = self._calls.get(call.ident)
         if entry is None:
@@ -408,6 +423,7 @@ class SipEndpoint:
         pending, call = entry
         if placed:
             self._last_call_end = time.monotonic()
+            self._call_ends.append(self._last_call_end)
         if pending.account is not None:
             pending.account.calls.discard(ident)
             if placed:  # a call that could not be placed may be placed again
@@ -438,7 +454,7 @@ class SipEndpoint:
         self._hangups.clear()
         self._released.clear()
         while (self._call_queue and len(self._calls) < self._call_limit
-               and time.monotonic() >= self._calls_retry_at):
+               and time.monotonic() >= self._calls_retry_at and self._socket_room()):
             self._place_call(self._call_queue.popleft())
         now = time.monotonic()
         if now - self._last_sweep > 1.0:

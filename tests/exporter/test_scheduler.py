@@ -42,18 +42,13 @@ class _TestKind(Kind):
 
 
 @pytest.fixture
-def scheduler(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setitem(registry.BUILTIN, "testkind", registry.KindEntry("x:y"))
-    registry._entries.cache_clear()
-    registry._names.cache_clear()
-    monkeypatch.setitem(registry._loaded, "testkind", _TestKind)
+def scheduler():
     _TestKind.starts = {}
-    sched = Scheduler(Telemetry())
-    sched.start()
-    yield sched
-    sched.stop()
-    registry._entries.cache_clear()
-    registry._names.cache_clear()
+    with registry.registered("testkind", _TestKind):
+        sched = Scheduler(Telemetry())
+        sched.start()
+        yield sched
+        sched.stop()
 
 
 def specs(text: str):
@@ -107,7 +102,7 @@ def test_run_still_going_is_skipped_not_doubled(scheduler) -> None:
                 raise
             return Result.ok(0)
 
-    registry._loaded["testkind"] = Stubborn
+    registry.register("testkind", Stubborn)  # the fixture's `registered` block undoes it
     scheduler.apply(specs("""
 probes:
   - {name: slow, kind: testkind, target: x, period: 200ms, timeout: 150ms}

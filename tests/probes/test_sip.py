@@ -461,7 +461,21 @@ def test_more_calls_than_pjsua_allows_wait_for_a_free_slot(tmp_path: Path) -> No
     with sipp(tmp_path, None) as peer:
         template = parse_config(config(peer.uri, "method: INVITE", timeout="5s"),
                                 "t.yml").probes[0]
-        specs = [dataclasses.replace(template, name=f"call{i}") for i in range(12)]  # 3x the wheel's 4
+        specs = [dataclasses.replace(template, name=f"call{i}") for i in range(40)]  # 10x the wheel's 4
         results = run_together(specs)
         assert [r.message for r in results if not r.up] == [], sum(r.up for r in results)
         wait_for(lambda: endpoint_calls() == 0, timeout=5, what="every call to be released")
+
+
+def test_a_burst_of_calls_refused_at_once_leaves_the_process_alive(tmp_path: Path) -> None:
+    """Each call opens two media sockets that pjlib frees only 500 ms after the call ends; 40
+    calls refused with 486 at once used to fill pjlib's socket table, an assertion that
+    aborted the whole process (pj_ioqueue_register_sock2).  They are paced now."""
+    with sipp(tmp_path, "invite-486.xml") as peer:
+        template = parse_config(config(peer.uri, "method: INVITE", timeout="9s"),
+                                "t.yml").probes[0]
+        specs = [dataclasses.replace(template, name=f"busy{i}") for i in range(40)]
+        results = run_together(specs)
+        wait_for(lambda: endpoint_calls() == 0, timeout=5, what="every call to be released")
+    assert {(r.up, r.code, r.reason) for r in results} == {(False, 486, "unexpected_code")}, \
+        sorted({r.message for r in results})
