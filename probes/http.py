@@ -32,13 +32,13 @@ from cryptography import x509
 from . import __version__
 from .base import Kind, Reading, Result, truncate
 from .expectations import (
-    JsonExpectation,
-    Pattern,
+    Expectation,
+    Expectations,
     StatusCodes,
     StatusSet,
     compile_regex,
-    json_failures,
-    load_json,
+    expectation_list,
+    judge,
 )
 from .http_transport import (
     basic_auth_header,
@@ -154,28 +154,33 @@ class HttpOptions(RequestOptions):
     """``http:`` block: the request, then what the reply must hold.
 
     Options:
-        body_regex: regular expressions that must each be found in the body.
-        body_not_regex: regular expressions that must not be found in the body.
-        expect: JSON expectations on the body (the body must then be JSON).
+        expect: what the body must hold: text, {regex: ...}, {not_regex: ...} or {path: ...} items
+            (JSON path checks; the body must then be JSON); the one expectation list of every kind.
+        body_regex: shorthand for {regex: ...} items, checked before expect.
+        body_not_regex: shorthand for {not_regex: ...} items, checked before expect.
     """
 
     body_regex: str | list[str] = field(default_factory=list)
     body_not_regex: str | list[str] = field(default_factory=list)
-    expect: list[JsonExpectation] = field(default_factory=list)
-    body_patterns: list[Pattern] = field(default_factory=list, init=False, repr=False)
-    body_not_patterns: list[Pattern] = field(default_factory=list, init=False, repr=False)
+    expect: Expectations = field(default_factory=list)
+    # check(): body_regex and body_not_regex as items, then expect's, in the order they are judged.
+    expectations: list[Expectation] = field(default_factory=list, init=False, repr=False)
 
     def check(self) -> list[tuple[str, str]]:
         out = super().check()
+        items = []
         for key in ("body_regex", "body_not_regex"):
             value = getattr(self, key)
-            patterns = []
             for i, text in enumerate([value] if isinstance(value, str) else value):
                 try:
-                    patterns.append(compile_regex(text))
+                    compiled = compile_regex(text)
                 except ValueError as exc:
                     out.append((key if isinstance(value, str) else f"{key}[{i}]", str(exc)))
-            setattr(self, key.replace("_regex", "_patterns"), patterns)
+                    continue
+                item = Expectation(**{key.removeprefix("body_"): text})
+                item.compiled_regex = compiled
+                items.append(item)
+        self.expectations = items + expectation_list(self.expect)
         return out
 
 
@@ -290,19 +295,8 @@ async def fetch(spec: Any, opts: RequestOptions) -> Fetched:
     return got
 
 
-# Contexts for tls blocks that name no file, by the block's values: nothing on
-# disk can change under them, so no stat and no deep key building per run.
-_PLAIN_CONTEXTS: dict[tuple[object, ...], ssl.SSLContext] = {}
-
-
 def _context(tls: TlsOptions) -> ssl.SSLContext:
-    if tls.ca_file or tls.cert_file or tls.key_file:
-        return ssl_context(tls)  # shared, rebuilt when a file changes
-    key = tuple(vars(tls).values())
-    ctx = _PLAIN_CONTEXTS.get(key)
-    if ctx is None:
-        ctx = _PLAIN_CONTEXTS[key] = ssl_context(tls)
-    return ctx
+    return ssl_context(tls)  # shared with tcp: one context per block, rebuilt when a file changes
 
 
 def _is_https(exc: BaseException, target: str) -> bool:
@@ -385,25 +379,8 @@ class HttpProbe(RequestProbe):
 
 
 def check_reply(got: Fetched, opts: HttpOptions) -> Result:
-    """Body patterns, then JSON expectations; the first unmet one fails the run."""
+    """The expectations, in order (body_regex, body_not_regex, expect); the first unmet one fails the run."""
     code, readings = got.status, got.readings
-    problems = []
-    if opts.body_patterns or opts.body_not_patterns:
-        text = got.text
-        problems += [
-            f"body does not match regex {p.pattern!r}"
-            for p in opts.body_patterns
-            if not p.search(text)
-        ]
-        for p in opts.body_not_patterns:
-            if m := p.search(text):
-                problems.append(f"body matches regex {p.pattern!r} ({m.group()[:40]!r})")
-    if not problems and opts.expect:
-        try:
-            problems = json_failures(opts.expect, load_json(got.body))
-        except ValueError as exc:
-            problems = [str(exc)]
-    if problems:
-        return Result.fail("unexpected_response", truncate("; ".join(problems)), code=code,
-                           readings=readings)
+    if opts.expectations and (unmet := judge(opts.expectations, got.text, "body", got=False)):
+        return Result.fail("unexpected_response", truncate(unmet), code=code, readings=readings)
     return Result.ok(code, f"HTTP {got.status} {got.phrase}".strip(), readings=readings)

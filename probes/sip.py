@@ -28,7 +28,7 @@ import socket
 import ssl
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import pjsua2  # noqa: F401 - a missing extra fails the config check (probes/registry.py)
 
@@ -38,7 +38,7 @@ from .netaddr import is_ip
 from .secret_files import read_secret_text
 from .sip_endpoint import SipEndpoint, SipUnavailable
 from .sip_request import Credentials, SipOutcome, SipRequest
-from .tls import unreadable
+from .tls import TlsOptions
 
 log = logging.getLogger("probewatch.sip")
 
@@ -87,8 +87,8 @@ class SipOptions:
         transport (default from the target): overrides the URI's transport.
         auth: digest credentials for servers that challenge (401/407).
         log_level: pjsip's log level, 0 to 6, routed into probewatch's log.
-        ca_file: with TLS, the CAs the server's certificate must chain to (empty: the system's).
-        insecure_skip_verify: with TLS, accept any server certificate.
+        tls: with transport tls (or a sips: target), the one tls block of every kind; pjsip checks
+            the certificate against the target's host, so server_name is not supported here.
     """
 
     method: Literal["OPTIONS", "INVITE"] = "OPTIONS"
@@ -97,8 +97,9 @@ class SipOptions:
     transport: Literal["udp", "tcp", "tls"] | None = None
     auth: SipAuth | None = None
     log_level: int = 3
-    ca_file: str = ""
-    insecure_skip_verify: bool = False
+    tls: TlsOptions | None = None
+    MOVED: ClassVar[dict[str, str]] = {"ca_file": "tls.ca_file",
+                                       "insecure_skip_verify": "tls.insecure_skip_verify"}
 
     def check(self) -> list[tuple[str, str]]:
         out = []
@@ -108,8 +109,9 @@ class SipOptions:
             out.append(("local_port", "must be from 0 (any) to 65535"))
         if not 0 <= self.log_level <= 6:
             out.append(("log_level", "must be a pjsip log level from 0 to 6"))
-        if problem := unreadable(self.ca_file):
-            out.append(("ca_file", problem))
+        if self.tls is not None and self.tls.server_name:
+            out.append(("tls.server_name", "is not supported for sip: pjsip checks the certificate"
+                        " against the target's host"))
         return out
 
 
@@ -206,9 +208,8 @@ class SipProbe(Kind):
             transport = transport_of(target, opts.transport)
         except ValueError as exc:
             return [("sip.transport", str(exc))]
-        if (opts.ca_file or opts.insecure_skip_verify) and transport != "tls":
-            key = "sip.ca_file" if opts.ca_file else "sip.insecure_skip_verify"
-            out.append((key, "is used only with transport tls (or a sips: target)"))
+        if opts.tls is not None and transport != "tls":
+            out.append(("sip.tls", "is used only with transport tls (or a sips: target)"))
         if opts.method == "INVITE" and target.family == 6:
             out.append(("sip.method", NO_IPV6_MEDIA))
         return out
@@ -264,8 +265,14 @@ class SipProbe(Kind):
             method=self.options.method, uri=self.uri, transport=self.transport, family=family,
             local_ip=local_address(host, self.target.port, family),
             local_port=self.options.local_port, credentials=creds,
-            success_state=self.success_state, ca_file=self.options.ca_file or system_ca_file(),
-            verify_server=self.transport == "tls" and not self.options.insecure_skip_verify)
+            success_state=self.success_state, **self._tls_fields())
+
+    def _tls_fields(self) -> dict[str, Any]:
+        """The tls block as the SIP endpoint takes it (pjsip runs the TLS, not an SSLContext)."""
+        tls = self.options.tls or TlsOptions()
+        return {"ca_file": tls.ca_file or system_ca_file(),
+                "verify_server": self.transport == "tls" and not tls.insecure_skip_verify,
+                "cert_file": tls.cert_file, "key_file": tls.key_file, "min_version": tls.min_version}
 
     def _timed_out(self, state: str) -> Result:
         within = format_duration(self.wait)
