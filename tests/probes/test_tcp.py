@@ -113,7 +113,7 @@ def test_ipv6_loopback(greeter: TcpServer) -> None:
 
 def test_tls_handshake_failure_is_reason_tls(greeter: TcpServer) -> None:
     # greeter speaks plain text, so a TLS client handshake cannot succeed.
-    result, _ = run_once(config(greeter.target, "{tls: true, server_name: localhost}"))
+    result, _ = run_once(config(greeter.target, "{tls: {server_name: localhost}}"))
     assert not result.up
     assert result.reason == "tls"
 
@@ -143,14 +143,14 @@ def tls_greeter(tmp_path):
 
 def test_tls_verified_against_the_given_ca(tls_greeter) -> None:
     server, cert = tls_greeter
-    result, _ = run_once(config(server.target, f'{{tls: true, ca_file: "{cert}", expect: "* OK"}}'))
+    result, _ = run_once(config(server.target, f'{{tls: {{ca_file: "{cert}"}}, expect: "* OK"}}'))
     assert result.up, result.message
 
 
 def test_tls_unknown_issuer_fails_unless_verification_is_skipped(tls_greeter) -> None:
     server, _ = tls_greeter
-    result, _ = run_once(config(server.target, "{tls: true}"))
+    result, _ = run_once(config(server.target, "{tls: {}}"))
     assert (result.up, result.reason) == (False, "tls")
     assert "certificate verify failed" in result.message
-    result, _ = run_once(config(server.target, '{tls: true, insecure_skip_verify: true, expect: "* OK"}'))
+    result, _ = run_once(config(server.target, '{tls: {insecure_skip_verify: true}, expect: "* OK"}'))
     assert result.up, result.message
