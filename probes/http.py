@@ -30,6 +30,7 @@ import aiohttp
 from cryptography import x509
 
 from . import __version__
+from . import readings as catalogue
 from .base import Kind, Reading, Result, truncate
 from .expectations import (
     Expectation,
@@ -50,8 +51,8 @@ from .http_transport import (
 from .secret_files import read_secret_text
 from .tls import TlsOptions, ssl_context, ssl_reason, unreadable
 
-CERT_EXPIRY = "probewatch_probe_http_cert_expiry_timestamp_seconds"
-CONTENT_LENGTH = "probewatch_probe_http_content_length_bytes"
+CERT_EXPIRY = catalogue.HTTP_CERT_EXPIRY.name
+CONTENT_LENGTH = catalogue.HTTP_CONTENT_LENGTH.name
 
 _TOKEN_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 # Credentials belong in files (basic_auth, bearer_token_file) so they never show
@@ -283,7 +284,7 @@ async def fetch(spec: Any, opts: RequestOptions) -> Fetched:
         )) from None
     except (aiohttp.ClientError, OSError, ValueError) as exc:  # TimeoutError is an OSError
         raise FetchFailed(transport_failure(exc, timeout, _is_https(exc, spec.target))) from None
-    readings.append(Reading(CONTENT_LENGTH, float(len(body)), "Length of the response body"))
+    readings.append(catalogue.HTTP_CONTENT_LENGTH.reading(len(body)))
     got = Fetched(resp.status, resp.reason or "", body, _charset(resp), readings)
     if got.status not in opts.status_set:
         raise FetchFailed(Result.fail(
@@ -340,7 +341,7 @@ def _cert_readings(der: bytes | None) -> list[Reading]:
         not_after = x509.load_der_x509_certificate(der).not_valid_after_utc.timestamp()
     except ValueError:  # a certificate cryptography cannot parse: no reading, not a failure
         return []
-    return [Reading(CERT_EXPIRY, not_after, "Unix time the server's leaf certificate expires")]
+    return [catalogue.HTTP_CERT_EXPIRY.reading(not_after)]
 
 
 # --- the kind ------------------------------------------------------------------

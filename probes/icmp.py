@@ -31,13 +31,14 @@ from typing import Any, ClassVar, Literal
 from icmplib import ICMPRequest, ICMPv4Socket, ICMPv6Socket, async_resolve
 from icmplib.exceptions import ICMPLibError, NameLookupError, SocketPermissionError
 
-from .base import Kind, Reading, Result
+from . import readings as readings_catalogue
+from .base import Kind, Result
 from .durations import Duration, format_duration
 from .netaddr import is_ip
 from .oserrors import UNREACHABLE_ERRNOS
 
-RTT = "probewatch_probe_icmp_rtt_seconds"
-LOSS = "probewatch_probe_icmp_loss_ratio"
+RTT = readings_catalogue.ICMP_RTT.name
+LOSS = readings_catalogue.ICMP_LOSS.name
 # Room left before the scheduler's cut so a run can still report its own loss.
 MARGIN = 0.05
 MAX_COUNT = 100
@@ -206,11 +207,10 @@ class IcmpProbe(Kind):
                     errors.append(str(value))
         replies = len(rtts)
         loss = (count - replies) / count
-        readings = [Reading(LOSS, loss, "Share of echo requests of the last run left unanswered")]
+        readings = [readings_catalogue.ICMP_LOSS.reading(loss)]
         if rtts:
             for stat, value in (("min", min(rtts)), ("avg", sum(rtts) / replies), ("max", max(rtts))):
-                readings.append(Reading(RTT, value, "Round trip times of the last run",
-                                        (("stat", stat),)))
+                readings.append(readings_catalogue.ICMP_RTT.reading(value, stat))
         summary = f"{replies}/{count} replies from {self.spec.target}"
         if rtts:
             summary += f", rtt min/avg/max {min(rtts) * 1000:.3f}/{sum(rtts) / replies * 1000:.3f}/" \

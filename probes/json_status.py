@@ -19,7 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .base import Reading, Result, truncate
+from . import readings as catalogue
+from .base import Result, truncate
 from .expectations import (
     Expectation,
     Expectations,
@@ -32,8 +33,8 @@ from .expectations import (
 )
 from .http import Fetched, RequestOptions, RequestProbe
 
-STATUS_LEVEL = "probewatch_probe_status_level"
-VALUE = "probewatch_probe_value"
+STATUS_LEVEL = catalogue.STATUS_LEVEL.name
+VALUE = catalogue.VALUE.name
 
 DEFAULT_LEVELS = {"OK": 0, "Unknown": 1, "Warning": 2, "Critical": 3}
 
@@ -133,13 +134,11 @@ def read_status(got: Fetched, opts: JsonOptions) -> Result:
             code=code, readings=readings,
         )
     name, number = level
-    readings.append(Reading(STATUS_LEVEL, float(number), "Status level the document reports"))
+    readings.append(catalogue.STATUS_LEVEL.reading(number))
     for text, path in zip(opts.values, opts.value_paths, strict=True):
         has, value = path.find(doc)
         if has and is_number(value):
-            readings.append(
-                Reading(VALUE, float(value), "Numeric field of the reply", (("field", text),))
-            )
+            readings.append(catalogue.VALUE.reading(value, text))
     has_message, message = opts.message_path.find(doc)
     shown = (message if isinstance(message, str) else as_json(message)) if has_message else ""
     shown = truncate(shown) or f"{opts.status_field} is {name}"

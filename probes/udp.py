@@ -26,6 +26,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from . import readings as catalogue
 from . import signing
 from .base import Kind, Reading, Result, unescape
 from .durations import format_duration
@@ -35,8 +36,7 @@ from .oserrors import os_error_reason
 
 UDP_PAYLOAD_LIMIT = 65507
 OPERATION_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-VALUE_METRIC = "probewatch_probe_value"
-VALUE_HELP = "Numeric field of the reply"  # the same words as the json kind: one HELP line
+VALUE_METRIC = catalogue.VALUE.name  # shared with the json kind: one HELP line (probes/readings.py)
 # What an agent's refusal means to the person reading the failure message.
 REFUSAL_HINTS = {
     "bad_signature": "bad signature: is key_file the agent's key?",
@@ -138,7 +138,7 @@ def value_readings(doc: Any) -> list[Reading]:
         for key, value in values.items():
             if isinstance(value, int | float) and not isinstance(value, bool):
                 found[str(key)] = float(value)
-    return [Reading(VALUE_METRIC, v, VALUE_HELP, (("field", k),)) for k, v in sorted(found.items())]
+    return [catalogue.VALUE.reading(v, k) for k, v in sorted(found.items())]
 
 
 def agent_errors(doc: dict[str, Any]) -> str:
