@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from probes.durations import format_duration
+from probes.netaddr import join_host_port
 
 from . import ImportFailed, Translation, probe_name
 
@@ -101,7 +102,7 @@ def seconds(text: str, where: str, t: Translation) -> int | None:
 
 
 def host_port(host: str, port: str) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return join_host_port(host, port)
 
 
 def translate_tests(path: str) -> tuple[Translation, list[tuple[str, int, int]]]:
