@@ -48,8 +48,8 @@ from .http_transport import (
     proxy_problem,
     transport_failure,
 )
-from .secret_files import read_secret_text
-from .tls import TlsOptions, ssl_context, ssl_reason, unreadable
+from .secret_files import CredentialError, credential_problem, read_credential
+from .tls import TlsOptions, ssl_context, ssl_reason
 
 CERT_EXPIRY = catalogue.HTTP_CERT_EXPIRY.name
 CONTENT_LENGTH = catalogue.HTTP_CONTENT_LENGTH.name
@@ -77,7 +77,7 @@ class BasicAuth:
             return [("password_file", "is required with username")]
         if self.password_file and not self.username:
             return [("username", "is required with password_file")]
-        return [("password_file", why)] if (why := secret_file_problem(self.password_file)) else []
+        return [("password_file", why)] if (why := credential_problem(self.password_file)) else []
 
 
 @dataclass
@@ -143,7 +143,7 @@ class RequestOptions:
         if self.bearer_token_file:
             if self.basic_auth.username:
                 out.append(("bearer_token_file", "set basic_auth or bearer_token_file, not both"))
-            elif why := secret_file_problem(self.bearer_token_file):
+            elif why := credential_problem(self.bearer_token_file):
                 out.append(("bearer_token_file", why))
         if self.proxy and (why := proxy_problem(self.proxy)):
             out.append(("proxy", why))
@@ -183,19 +183,6 @@ class HttpOptions(RequestOptions):
                 items.append(item)
         self.expectations = items + expectation_list(self.expect)
         return out
-
-
-def secret_file_problem(path: str) -> str:
-    """Why a credential file cannot serve (unreadable or empty); empty when it can."""
-    if why := unreadable(path):
-        return why
-    if path and not read_secret(path):
-        return f"{path!r} is empty"
-    return ""
-
-
-def read_secret(path: str) -> str:
-    return read_secret_text(path).strip("\r\n")  # a regular file of at most 64 KiB
 
 
 def url_problems(target: str) -> list[tuple[str, str]]:
@@ -248,8 +235,8 @@ async def fetch(spec: Any, opts: RequestOptions) -> Fetched:
     headers = {"User-Agent": f"probewatch/{__version__}", **opts.headers}
     try:
         headers.update(_auth_header(opts))
-    except OSError as exc:
-        raise FetchFailed(Result.fail("error", f"cannot read credentials: {exc}")) from None
+    except CredentialError as exc:
+        raise FetchFailed(Result.fail("error", str(exc))) from None
     skip = () if opts.json_body is not None or any(
         k.lower() == "content-type" for k in headers) else ("Content-Type",)
     try:
@@ -309,9 +296,9 @@ def _is_https(exc: BaseException, target: str) -> bool:
 
 def _auth_header(opts: RequestOptions) -> dict[str, str]:
     if opts.bearer_token_file:
-        return {"Authorization": f"Bearer {read_secret(opts.bearer_token_file).strip()}"}
+        return {"Authorization": f"Bearer {read_credential(opts.bearer_token_file).strip()}"}
     if opts.basic_auth.username:
-        password = read_secret(opts.basic_auth.password_file)
+        password = read_credential(opts.basic_auth.password_file)
         return {"Authorization": basic_auth_header(opts.basic_auth.username, password)}
     return {}
 

@@ -35,7 +35,7 @@ import pjsua2  # noqa: F401 - a missing extra fails the config check (probes/reg
 from .base import Kind, Result, resolve
 from .durations import format_duration
 from .netaddr import is_ip
-from .secret_files import read_secret_text
+from .secret_files import CredentialError, read_credential
 from .sip_endpoint import SipEndpoint, SipUnavailable
 from .sip_request import Credentials, SipOutcome, SipRequest
 from .tls import TlsOptions
@@ -70,8 +70,8 @@ class SipAuth:
 
     def check(self) -> list[tuple[str, str]]:
         try:
-            read_password(self.password_file)
-        except ValueError as exc:
+            read_credential(self.password_file)
+        except CredentialError as exc:
             return [("password_file", str(exc))]
         return []
 
@@ -164,18 +164,6 @@ def transport_of(target: SipTarget, option: str | None) -> str:
     return chosen
 
 
-def read_password(path: str) -> str:
-    try:
-        password = read_secret_text(path).rstrip("\r\n")  # a regular file of at most 64 KiB
-    except OSError as exc:
-        raise ValueError(f"cannot be read: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise ValueError("is not UTF-8 text") from None
-    if not password:
-        raise ValueError("is empty")
-    return password
-
-
 class SipProbe(Kind):
     __doc__ = __doc__
     Options = SipOptions
@@ -236,7 +224,7 @@ class SipProbe(Kind):
             reason = "refused" if isinstance(exc, ConnectionRefusedError) else "unreachable"
             return Result.fail(reason, f"{self.spec.target}: {exc.strerror or exc}")
         except ValueError as exc:
-            return Result.fail("error", f"sip.auth.password_file {exc}")
+            return Result.fail("error", f"sip.auth.password_file: {exc}")
         if request.method == "INVITE" and request.family == 6:
             return Result.fail("error", f"{self.spec.target} resolves to IPv6: {NO_IPV6_MEDIA}")
         handle = endpoint.submit(request)
@@ -260,7 +248,7 @@ class SipProbe(Kind):
         auth = self.options.auth
         creds = None
         if auth is not None:
-            creds = Credentials(auth.username, read_password(auth.password_file), auth.realm)
+            creds = Credentials(auth.username, read_credential(auth.password_file), auth.realm)
         return SipRequest(
             method=self.options.method, uri=self.uri, transport=self.transport, family=family,
             local_ip=local_address(host, self.target.port, family),
