@@ -35,7 +35,7 @@ from . import readings as readings_catalogue
 from .base import Kind, Result
 from .durations import Duration, format_duration
 from .netaddr import is_ip
-from .oserrors import UNREACHABLE_ERRNOS
+from .oserrors import os_error_reason
 
 RTT = readings_catalogue.ICMP_RTT.name
 LOSS = readings_catalogue.ICMP_LOSS.name
@@ -182,7 +182,7 @@ class IcmpProbe(Kind):
                     sent.append(pinger.send(address, self.payload))
                 except OSError as exc:
                     send_errors.append(exc.strerror or str(exc))
-                    if exc.errno not in UNREACHABLE_ERRNOS:
+                    if os_error_reason(exc) != "unreachable":
                         raise
             if sent:
                 last_deadline = sent[-1].sent_at_loop + self.wait

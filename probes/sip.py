@@ -35,6 +35,7 @@ import pjsua2  # noqa: F401 - a missing extra fails the config check (probes/reg
 from .base import Kind, Result, resolve
 from .durations import format_duration
 from .netaddr import is_ip
+from .oserrors import os_error_reason
 from .secret_files import CredentialError, read_credential
 from .sip_endpoint import SipEndpoint, SipUnavailable
 from .sip_request import Credentials, SipOutcome, SipRequest
@@ -221,8 +222,7 @@ class SipProbe(Kind):
         try:
             request = await self._request()
         except OSError as exc:
-            reason = "refused" if isinstance(exc, ConnectionRefusedError) else "unreachable"
-            return Result.fail(reason, f"{self.spec.target}: {exc.strerror or exc}")
+            return Result.fail(os_error_reason(exc), f"{self.spec.target}: {exc.strerror or exc}")
         except ValueError as exc:
             return Result.fail("error", f"sip.auth.password_file: {exc}")
         if request.method == "INVITE" and request.family == 6:
