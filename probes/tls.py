@@ -17,7 +17,7 @@ import os
 import ssl
 import threading
 from collections import OrderedDict
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 
 from .secret_files import regular_file_problem
 
@@ -126,7 +126,7 @@ def ssl_context(opts: TlsOptions) -> ssl.SSLContext:
     Callers must not change the returned context; it serves every probe with
     the same options.  A block that names no file costs no stat per call.
     """
-    key = astuple(opts)
+    key = (opts.ca_file, opts.cert_file, opts.key_file, opts.insecure_skip_verify, opts.min_version)
     if not (opts.ca_file or opts.cert_file or opts.key_file):
         plain = _plain.get(key)
         if plain is None:
