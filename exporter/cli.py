@@ -15,6 +15,7 @@ import threading
 from collections.abc import Sequence
 
 from probes.base import Result
+from probes.netaddr import join_host_port
 from probes.redact import mask_log_records
 from probes.registry import KindUnavailable, get_kind, kind_names, loaded_kinds
 from probes.runner import run_once
@@ -82,7 +83,7 @@ def loopback_address(host: str, port: int) -> str:
         host = "127.0.0.1"
     elif host == "::":
         host = "::1"
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return join_host_port(host, port)
 
 
 def _positive_int(text: str) -> int:

@@ -224,6 +224,20 @@ def option_shape(tp: Any) -> tuple[dict[str, Any], dict[str, str]] | None:
     return hints, aliases
 
 
+def old_spelling(cls: Any, key: str, value: Any, prefix: str) -> str:
+    """Why ``key: value`` is an old spelling of ``cls``'s options, naming the new one (else empty).
+
+    An options class lists keys that moved in ``MOVED`` (``{"ca_file": "tls.ca_file"}``,
+    answered "moved to PREFIX.tls.ca_file") and may judge old values of a key it
+    still has with ``old_value(key, value)`` (a message, or empty).
+    """
+    moved = getattr(cls, "MOVED", {}).get(key)
+    if moved is not None:
+        return f"moved to {prefix}{moved}"
+    judge = getattr(cls, "old_value", None)
+    return judge(key, value) if callable(judge) else ""
+
+
 def build(cls: Any, raw: dict[str, Any], problems: Problems, prefix: str = "", line: int = 0) -> Any:
     """Build dataclass ``cls`` from mapping ``raw``; None when any key was bad.
 
@@ -236,6 +250,9 @@ def build(cls: Any, raw: dict[str, Any], problems: Problems, prefix: str = "", l
     base_line = raw.line if isinstance(raw, LineDict) and raw.line else line
     for key, value in raw.items():
         kline = _line(raw, key, base_line)
+        if why := old_spelling(cls, str(key), value, prefix):
+            problems.add(kline, prefix + str(key), why)
+            continue
         if key not in aliases:
             known = ", ".join(sorted(aliases))
             problems.add(kline, prefix + str(key), f"unknown key{hint(key, aliases)} (known keys: {known})")
@@ -314,11 +331,11 @@ def option_docs(cls: Any) -> dict[str, tuple[str | None, str]]:
 
 @functools.cache
 def _special_types() -> dict[Any, str]:
-    from probes.expectations import StatusCodes, TextExpectation
+    from probes.expectations import Expectations, StatusCodes
 
     return {StatusCodes: "status codes: 200, 2xx, 200-399, or a list of them",
-            TextExpectation: "text, or {regex: PATTERN}",
-            TextExpectation | None: "text, or {regex: PATTERN}",
+            Expectations: "list of {text|regex|not_regex: ...} or {path: ..., equals|min|max...: ...}"
+                          " (a lone text or mapping: one item)",
             list[str | dict[str, list[str]]]: "list of names or {name: [arguments]}"}
 
 
@@ -382,8 +399,8 @@ def _nested(tp: Any) -> tuple[Any, str] | None:
     """The dataclass whose keys are listed below ``tp``'s key, and the key suffix ("" or "[]")."""
     origin = get_origin(tp)
     if origin in (Union, types.UnionType):
-        arms = [a for a in get_args(tp) if a is not type(None)]
-        return _nested(arms[0]) if len(arms) == 1 else None
+        found = [n for a in get_args(tp) if a is not type(None) and (n := _nested(a))]
+        return found[0] if found else None  # expect: a list of items or a lone item: list them
     if origin is list:
         inner = _nested(get_args(tp)[0])
         return (inner[0], "[]" + inner[1]) if inner else None

@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import re
 
+from probes import readings as catalogue
 from probes.base import Reading, Result
 from probes.redact import mask_text
 
-MAX_VALUE_FIELDS = 32
+MAX_VALUE_FIELDS = catalogue.MAX_VALUE_FIELDS
 MAX_FIELD_CHARS = 128
-VALUE_METRIC = "probewatch_probe_value"
-DROPPED_METRIC = "probewatch_probe_value_fields_dropped"
-DROPPED_HELP = (f"probewatch_probe_value fields of the last run dropped beyond the cap of "
-                f"{MAX_VALUE_FIELDS} per probe.")
+VALUE_METRIC = catalogue.VALUE.name
+DROPPED_METRIC = catalogue.VALUE_FIELDS_DROPPED.name
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -54,5 +53,5 @@ def clean_result(result: Result) -> None:
         kept.append(reading if labels == reading.labels else
                     Reading(reading.metric, reading.value, reading.help, labels))
     if dropped:
-        kept.append(Reading(DROPPED_METRIC, float(dropped), DROPPED_HELP))
+        kept.append(catalogue.VALUE_FIELDS_DROPPED.reading(dropped))
     result.readings = kept

@@ -47,7 +47,7 @@ class Problems(list[ConfigProblem]):
                   prefix: str = "") -> None:
         """``(key, message)`` pairs from a ``check()`` or ``validate()``; ``line_of(key)`` places each."""
         for key, message in pairs:
-            self.add(line_of(key), prefix + key, message)
+            self.add(line_of(key), (prefix + key).rstrip("."), message)  # key "": the block itself
 
     def located(self, file: str, where: str = "") -> list[ConfigProblem]:
         return [p.located(file, where) for p in self]

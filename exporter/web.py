@@ -39,6 +39,8 @@ from urllib.parse import parse_qs, urlsplit
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from probes.netaddr import split_listen_address
+
 from . import __version__
 from .logs import Throttle
 from .webconfig import WebConfig
@@ -149,13 +151,8 @@ class Router:
 
 
 def parse_listen_address(text: str) -> tuple[str, int]:
-    """HOST:PORT, [V6]:PORT or :PORT; raise ValueError naming what is wrong."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"{text!r} is not HOST:PORT (for example 127.0.0.1:9637 or [::1]:9637)")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    return host, int(port)
+    """HOST:PORT, [V6]:PORT or :PORT; raise ValueError naming what is wrong (probes.netaddr's)."""
+    return split_listen_address(text)
 
 
 # -- gzip: the one place that decides ----------------------------------------------

@@ -1,12 +1,19 @@
-"""Expectation checks shared by every kind that reads a reply.
+"""The one expectation language of every kind that reads a reply (tcp, udp, http, json).
 
-Text: ``expect: "+OK POP3"`` is literal text the reply must contain;
-``expect: {regex: "^220 .*ESMTP"}`` is a regular expression searched in the
-reply.  Both are compiled once, at config load.
+``expect`` is a list; each item is one check, and ``judge(items, reply)`` returns
+the first unmet item's message (empty when all hold):
+
+- ``{text: "+OK POP3"}``: literal text the reply must contain;
+- ``{regex: "^220 .*ESMTP"}``: a regular expression searched in the reply;
+- ``{not_regex: "error"}``: a regular expression that must not be found;
+- ``{path: "$.status", equals: true}``: a check of one value of a JSON reply
+  (``equals``, ``not_equals``, ``regex``, ``min``, ``max``, ``exists``).
+
+A lone text (``expect: "+OK"``) is a one-item list of ``{text: ...}``, a lone
+mapping a one-item list.  Everything is compiled once, at config load.
 
 HTTP status codes: ``StatusSet`` reads codes, classes and ranges (``200-399``,
-``2xx``, ``[200, 204]``).  JSON: ``JsonExpectation`` checks one value named by a
-``JsonPath`` (``{path: "$.status", equals: true}``) and says which path held what.
+``2xx``, ``[200, 204]``).
 
 Every configured regex runs with a bounded cost, whatever a peer sends: it is
 matched by RE2 (google-re2), whose time grows linearly with the reply, so a
@@ -59,49 +66,12 @@ class Pattern:
         return f"Pattern({self.pattern!r})"
 
 
-@dataclass
-class RegexText:
-    """``{regex: PATTERN}``: a regular expression the reply must match somewhere."""
-
-    regex: str
-    compiled: Pattern | None = field(default=None, init=False, repr=False, compare=False)
-
-    def check(self) -> list[tuple[str, str]]:
-        try:
-            self.compiled = compile_regex(self.regex)
-        except ValueError as exc:
-            return [("regex", str(exc))]
-        return []
-
-
 def compile_regex(pattern: str) -> Pattern:
     """Compile a configured regex; raise ValueError with a message fit for a user."""
     try:
         return Pattern(pattern)
     except re.error as exc:
         raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from None
-
-
-TextExpectation = str | RegexText
-
-
-class TextMatcher:
-    """Finds an expectation in a growing reply (literal text or regex)."""
-
-    def __init__(self, expect: TextExpectation) -> None:
-        if isinstance(expect, RegexText):
-            self._regex: Pattern | None = expect.compiled or compile_regex(expect.regex)
-            self._literal = ""
-            self.describe = f"regex {expect.regex!r}"
-        else:
-            self._regex = None
-            self._literal = expect
-            self.describe = repr(expect)
-
-    def found_in(self, text: str) -> bool:
-        if self._regex is not None:
-            return self._regex.search(text) is not None
-        return self._literal in text
 
 
 def decode_reply(data: bytes) -> str:
@@ -249,46 +219,56 @@ def _parse_path(text: str) -> list[str | int]:
 _NO_WILDCARDS = "wildcards, slices and filters are not supported; a path names one value"
 
 
-# --- JSON expectations ---------------------------------------------------------
+# --- expectations ----------------------------------------------------------------
 
 
 @dataclass
-class JsonExpectation:
-    """One check on a JSON reply: ``{path: "$.status", equals: true}``.
+class Expectation:
+    """One item of an ``expect`` list: text, regex, not_regex, or a JSON path check.
 
-    With only ``path`` the value must exist.  ``equals`` / ``not_equals``
-    compare JSON values strictly (true is not 1, "1" is not 1); ``regex`` is
-    searched in the value's text; ``min`` / ``max`` bound a number;
-    ``exists: false`` asks for the path to be absent.
+    A path item checks one value of the reply parsed as JSON: with only
+    ``path`` the value must exist; ``equals`` / ``not_equals`` compare JSON
+    values strictly (true is not 1, "1" is not 1); ``regex`` is searched in the
+    value's text; ``min`` / ``max`` bound a number; ``exists: false`` asks for
+    the path to be absent.  Without ``path``, exactly one of ``text``, ``regex``
+    and ``not_regex`` applies to the whole reply.
 
     Options:
-        path: the JSON path of the value ($.status, $.items[0].name).
+        text: literal text the reply must contain.
+        regex: a regular expression searched in the reply (with path: in the value's text).
+        not_regex: a regular expression that must not be found in the reply.
+        path: the JSON path of a value (the reply must then be JSON): $.status, $.items[0].name.
         equals: the value must equal this, strictly (true is not 1).
         not_equals: the value must not equal this.
-        regex: a regular expression searched in the value's text.
         min: the value must be a number at least this.
         max: the value must be a number at most this.
         exists: false: the path must be absent.
     """
 
-    path: str
+    path: str = ""
     equals: Any = None
     not_equals: Any = None
     regex: str = ""
     min: float | None = None
     max: float | None = None
     exists: bool = True
+    text: str = ""
+    not_regex: str = ""
     compiled_path: JsonPath | None = field(default=None, init=False, repr=False, compare=False)
     compiled_regex: Pattern | None = field(
         default=None, init=False, repr=False, compare=False
     )
 
     def check(self) -> list[tuple[str, str]]:
+        if not self.path:
+            return self._check_text()
         out: list[tuple[str, str]] = []
         try:
             self.compiled_path = JsonPath(self.path)
         except ValueError as exc:
             out.append(("path", str(exc)))
+        out += [(key, "cannot be combined with path (a path item checks one JSON value;"
+                 " put it in an item of its own)") for key in ("text", "not_regex") if getattr(self, key)]
         if self.regex:
             try:
                 self.compiled_regex = compile_regex(self.regex)
@@ -305,8 +285,59 @@ class JsonExpectation:
             out.append(("min", f"{self.min:g} is greater than max ({self.max:g})"))
         return out
 
+    def _check_text(self) -> list[tuple[str, str]]:
+        json_keys = [k for k in ("equals", "not_equals", "min", "max") if getattr(self, k) is not None]
+        if not self.exists:
+            json_keys.append("exists")
+        if json_keys:
+            return [(json_keys[0], "needs path (the JSON value it checks)")]
+        given = [k for k in ("text", "regex", "not_regex") if getattr(self, k)]
+        if not given:
+            return [("", "an expectation needs one of text, regex, not_regex or path")]
+        if len(given) > 1:
+            return [(given[1], f"set one of text, regex and not_regex per item, not {' and '.join(given)}"
+                     " (each check is an item of its own)")]
+        if self.text:
+            return []
+        key = given[0]
+        try:
+            self.compiled_regex = compile_regex(getattr(self, key))
+        except ValueError as exc:
+            return [(key, str(exc))]
+        return []
+
+    @property
+    def describe(self) -> str:
+        """What the item asks for, as failure and success messages name it."""
+        if self.path:
+            return self.path
+        if self.text:
+            return repr(self.text)
+        return f"regex {(self.regex or self.not_regex)!r}"
+
+    def _pattern(self) -> Pattern:
+        if self.compiled_regex is None:
+            self.compiled_regex = compile_regex(self.regex or self.not_regex)
+        return self.compiled_regex
+
+    def text_failure(self, text: str, what: str = "reply", got: bool = True) -> str:
+        """Why a text, regex or not_regex item is unmet by ``text``; empty when it holds."""
+        if self.not_regex:
+            if m := self._pattern().search(text):
+                return f"{what} matches regex {self.not_regex!r} ({m.group()[:40]!r})"
+            return ""
+        if self.text:
+            if self.text in text:
+                return ""
+            message = f"{what} lacks {self.text!r}"
+        elif self._pattern().search(text) is not None:
+            return ""
+        else:
+            message = f"{what} does not match regex {self.regex!r}"
+        return f"{message}: got {shown(text)}" if got else message
+
     def failure(self, doc: Any) -> str:
-        """Why ``doc`` does not meet this expectation; empty when it does."""
+        """Why JSON document ``doc`` does not meet this path item; empty when it does."""
         path = self.compiled_path or JsonPath(self.path)
         found, value = path.find(doc)
         where = self.path
@@ -320,7 +351,7 @@ class JsonExpectation:
         if self.not_equals is not None and same_json(value, self.not_equals):
             return f"{held}, expected anything but {as_json(self.not_equals)}"
         if self.regex:
-            pattern = self.compiled_regex or compile_regex(self.regex)
+            pattern = self._pattern()
             text = value if isinstance(value, str) else json.dumps(value)
             if not pattern.search(text):
                 return f"{held}, expected to match regex {self.regex!r}"
@@ -334,8 +365,49 @@ class JsonExpectation:
         return ""
 
 
-def json_failures(expectations: list[JsonExpectation], doc: Any) -> list[str]:
-    """Every unmet expectation, each saying which path held what."""
+JsonExpectation = Expectation  # a path item: the name the JSON checks had before one language
+
+# The option type of ``expect``: a list of items, a lone item, or a lone text.
+Expectations = list[Expectation] | Expectation | str
+
+
+def expectation_list(value: Expectations | None) -> list[Expectation]:
+    """``expect`` as the list it stands for (a lone text is one text item)."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        return [Expectation(text=value)]
+    return [value] if isinstance(value, Expectation) else list(value)
+
+
+_UNPARSED: Any = object()
+
+
+def judge(items: list[Expectation], reply: str, what: str = "reply", got: bool = True,
+          doc: Any = _UNPARSED) -> str:
+    """The first unmet item's message, empty when every item holds.
+
+    ``reply`` is the reply's text, ``what`` names it in messages ("reply",
+    "body"); ``got`` adds what came to a text item's failure.  Path items read
+    ``doc``, or the reply parsed as JSON (not JSON: that is the message).
+    """
+    for item in items:
+        if item.path:
+            if doc is _UNPARSED:
+                try:
+                    doc = load_json(reply, what)
+                except ValueError as exc:
+                    return str(exc)
+            message = item.failure(doc)
+        else:
+            message = item.text_failure(reply, what, got)
+        if message:
+            return message
+    return ""
+
+
+def json_failures(expectations: list[Expectation], doc: Any) -> list[str]:
+    """Every unmet path item, each saying which path held what."""
     return [msg for exp in expectations if (msg := exp.failure(doc))]
 
 

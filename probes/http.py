@@ -31,22 +31,23 @@ from urllib.parse import urlsplit
 from cryptography import x509
 
 from . import __version__
+from . import readings as catalogue
 from .base import Kind, Reading, Result, truncate
 from .expectations import (
-    JsonExpectation,
-    Pattern,
+    Expectation,
+    Expectations,
     StatusCodes,
     StatusSet,
     compile_regex,
-    json_failures,
-    load_json,
+    expectation_list,
+    judge,
 )
 from .http_transport import Request, TooLarge, TransportError, basic_auth_header, proxy_problem, send
-from .secret_files import read_secret_text
-from .tls import TlsOptions, ssl_context, ssl_reason, unreadable
+from .secret_files import CredentialError, credential_problem, read_credential
+from .tls import TlsOptions, ssl_context, ssl_reason
 
-CERT_EXPIRY = "probewatch_probe_http_cert_expiry_timestamp_seconds"
-CONTENT_LENGTH = "probewatch_probe_http_content_length_bytes"
+CERT_EXPIRY = catalogue.HTTP_CERT_EXPIRY.name
+CONTENT_LENGTH = catalogue.HTTP_CONTENT_LENGTH.name
 
 _TOKEN_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 # Credentials belong in files (basic_auth, bearer_token_file) so they never show
@@ -71,7 +72,7 @@ class BasicAuth:
             return [("password_file", "is required with username")]
         if self.password_file and not self.username:
             return [("username", "is required with password_file")]
-        return [("password_file", why)] if (why := secret_file_problem(self.password_file)) else []
+        return [("password_file", why)] if (why := credential_problem(self.password_file)) else []
 
 
 @dataclass
@@ -137,7 +138,7 @@ class RequestOptions:
         if self.bearer_token_file:
             if self.basic_auth.username:
                 out.append(("bearer_token_file", "set basic_auth or bearer_token_file, not both"))
-            elif why := secret_file_problem(self.bearer_token_file):
+            elif why := credential_problem(self.bearer_token_file):
                 out.append(("bearer_token_file", why))
         if self.proxy and (why := proxy_problem(self.proxy)):
             out.append(("proxy", why))
@@ -149,42 +150,34 @@ class HttpOptions(RequestOptions):
     """``http:`` block: the request, then what the reply must hold.
 
     Options:
-        body_regex: regular expressions that must each be found in the body.
-        body_not_regex: regular expressions that must not be found in the body.
-        expect: JSON expectations on the body (the body must then be JSON).
+        expect: what the body must hold: text, {regex: ...}, {not_regex: ...} or {path: ...} items
+            (JSON path checks; the body must then be JSON); the one expectation list of every kind.
+        body_regex: shorthand for {regex: ...} items, checked before expect.
+        body_not_regex: shorthand for {not_regex: ...} items, checked before expect.
     """
 
     body_regex: str | list[str] = field(default_factory=list)
     body_not_regex: str | list[str] = field(default_factory=list)
-    expect: list[JsonExpectation] = field(default_factory=list)
-    body_patterns: list[Pattern] = field(default_factory=list, init=False, repr=False)
-    body_not_patterns: list[Pattern] = field(default_factory=list, init=False, repr=False)
+    expect: Expectations = field(default_factory=list)
+    # check(): body_regex and body_not_regex as items, then expect's, in the order they are judged.
+    expectations: list[Expectation] = field(default_factory=list, init=False, repr=False)
 
     def check(self) -> list[tuple[str, str]]:
         out = super().check()
+        items = []
         for key in ("body_regex", "body_not_regex"):
             value = getattr(self, key)
-            patterns = []
             for i, text in enumerate([value] if isinstance(value, str) else value):
                 try:
-                    patterns.append(compile_regex(text))
+                    compiled = compile_regex(text)
                 except ValueError as exc:
                     out.append((key if isinstance(value, str) else f"{key}[{i}]", str(exc)))
-            setattr(self, key.replace("_regex", "_patterns"), patterns)
+                    continue
+                item = Expectation(**{key.removeprefix("body_"): text})
+                item.compiled_regex = compiled
+                items.append(item)
+        self.expectations = items + expectation_list(self.expect)
         return out
-
-
-def secret_file_problem(path: str) -> str:
-    """Why a credential file cannot serve (unreadable or empty); empty when it can."""
-    if why := unreadable(path):
-        return why
-    if path and not read_secret(path):
-        return f"{path!r} is empty"
-    return ""
-
-
-def read_secret(path: str) -> str:
-    return read_secret_text(path).strip("\r\n")  # a regular file of at most 64 KiB
 
 
 def url_problems(target: str) -> list[tuple[str, str]]:
@@ -261,8 +254,8 @@ async def fetch(spec: Any, opts: RequestOptions, deadline: float, plan: Plan | N
     if plan.auth:
         try:
             headers = {**headers, **_auth_header(opts)}
-        except OSError as exc:
-            raise FetchFailed(Result.fail("error", f"cannot read credentials: {exc}")) from None
+        except CredentialError as exc:
+            raise FetchFailed(Result.fail("error", str(exc))) from None
     req = Request(
         opts.method, spec.target, headers, plan.body, plan.context, opts.tls.server_name,
         opts.proxy, opts.ip_family, opts.follow_redirects, opts.max_redirects,
@@ -282,7 +275,7 @@ async def fetch(spec: Any, opts: RequestOptions, deadline: float, plan: Plan | N
     except _TlsFiles as exc:
         raise FetchFailed(Result.fail("tls", f"cannot load TLS files: {exc}")) from None
     readings = _cert_readings(resp.peer_cert)
-    readings.append(Reading(CONTENT_LENGTH, float(len(resp.body)), "Length of the response body"))
+    readings.append(catalogue.HTTP_CONTENT_LENGTH.reading(len(resp.body)))
     got = Fetched(resp.status, resp.reason, resp.body, _charset(resp.headers), readings)
     if got.status not in opts.status_set:
         raise FetchFailed(Result.fail(
@@ -319,9 +312,9 @@ def _context(tls: TlsOptions) -> ssl.SSLContext:
 
 def _auth_header(opts: RequestOptions) -> dict[str, str]:
     if opts.bearer_token_file:
-        return {"Authorization": f"Bearer {read_secret(opts.bearer_token_file).strip()}"}
+        return {"Authorization": f"Bearer {read_credential(opts.bearer_token_file).strip()}"}
     if opts.basic_auth.username:
-        password = read_secret(opts.basic_auth.password_file)
+        password = read_credential(opts.basic_auth.password_file)
         return {"Authorization": basic_auth_header(opts.basic_auth.username, password)}
     return {}
 
@@ -349,7 +342,7 @@ def _cert_readings(der: bytes | None) -> list[Reading]:
         _NOT_AFTER[der] = not_after
     if not_after is None:
         return []
-    return [Reading(CERT_EXPIRY, not_after, "Unix time the server's leaf certificate expires")]
+    return [catalogue.HTTP_CERT_EXPIRY.reading(not_after)]
 
 
 # --- the kind ------------------------------------------------------------------
@@ -397,25 +390,8 @@ class HttpProbe(RequestProbe):
 
 
 def check_reply(got: Fetched, opts: HttpOptions) -> Result:
-    """Body patterns, then JSON expectations; the first unmet one fails the run."""
+    """The expectations, in order (body_regex, body_not_regex, expect); the first unmet one fails the run."""
     code, readings = got.status, got.readings
-    problems = []
-    if opts.body_patterns or opts.body_not_patterns:
-        text = got.text
-        problems += [
-            f"body does not match regex {p.pattern!r}"
-            for p in opts.body_patterns
-            if not p.search(text)
-        ]
-        for p in opts.body_not_patterns:
-            if m := p.search(text):
-                problems.append(f"body matches regex {p.pattern!r} ({m.group()[:40]!r})")
-    if not problems and opts.expect:
-        try:
-            problems = json_failures(opts.expect, load_json(got.body))
-        except ValueError as exc:
-            problems = [str(exc)]
-    if problems:
-        return Result.fail("unexpected_response", truncate("; ".join(problems)), code=code,
-                           readings=readings)
+    if opts.expectations and (unmet := judge(opts.expectations, got.text, "body", got=False)):
+        return Result.fail("unexpected_response", truncate(unmet), code=code, readings=readings)
     return Result.ok(code, f"HTTP {got.status} {got.phrase}".strip(), readings=readings)

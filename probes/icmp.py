@@ -8,7 +8,7 @@ reply came back) and ``probewatch_probe_icmp_loss_ratio``.
     - name: gateway
       kind: icmp
       target: 127.0.0.1
-      icmp: {count: 3, interval: 200ms, timeout_ms: 1000}
+      icmp: {count: 3, interval: 200ms, reply_timeout: 1s}
 
 Every icmp probe of the process shares one socket per address family, read by
 the event loop: thousands of probes cost no thread and no socket each.  The
@@ -26,19 +26,20 @@ import socket
 import struct
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from icmplib import ICMPRequest, ICMPv4Socket, ICMPv6Socket, async_resolve
 from icmplib.exceptions import ICMPLibError, NameLookupError, SocketPermissionError
 
-from .base import Kind, Reading, Result
+from . import readings as readings_catalogue
+from .base import Kind, Result
 from .durations import Duration, format_duration
 from .netaddr import is_ip
-from .oserrors import UNREACHABLE_ERRNOS
+from .oserrors import os_error_reason
 from .spec import ProbeSpec
 
-RTT = "probewatch_probe_icmp_rtt_seconds"
-LOSS = "probewatch_probe_icmp_loss_ratio"
+RTT = readings_catalogue.ICMP_RTT.name
+LOSS = readings_catalogue.ICMP_LOSS.name
 MAX_COUNT = 100
 MAX_PAYLOAD = 65000
 RECEIVE_BUFFER = 4 * 1024 * 1024
@@ -55,17 +56,24 @@ class IcmpOptions:
         count: echo requests per run, 1 to 100.
         interval: time between two requests of a run.
         payload_size: bytes of payload in each request, 0 to 65000.
-        ip_family: the address family a host name is resolved in (unset: IPv4).
+        ip_family: ip4 or ip6 resolves a host name in that family only; auto resolves it in IPv4.
         max_loss: up while the share of lost requests is at most this (unset: one reply is enough).
-        timeout_ms: how long to wait for each reply (unset: until the probe's timeout).
+        reply_timeout: how long to wait for each reply (unset: until the probe's timeout).
     """
 
     count: int = 3
     interval: Duration = 1.0
     payload_size: int = 56
-    ip_family: Literal[4, 6] | None = None
+    ip_family: Literal["auto", "ip4", "ip6"] = "auto"
     max_loss: float | None = None
-    timeout_ms: int | None = None  # Moniteur's "arguments=HOST, 1000": wait per reply
+    reply_timeout: Duration | None = None  # Moniteur's "arguments=HOST, 1000": wait per reply
+    MOVED: ClassVar[dict[str, str]] = {"timeout_ms": "reply_timeout (a duration: 1000 ms is 1s)"}
+
+    @staticmethod
+    def old_value(key: str, value: Any) -> str:
+        if key == "ip_family" and value in (4, 6, "4", "6"):
+            return f"{value} is now spelled ip{value} (auto, ip4 or ip6)"
+        return ""
 
     def check(self) -> list[tuple[str, str]]:
         out = []
@@ -75,21 +83,20 @@ class IcmpOptions:
             out.append(("payload_size", f"must be from 0 to {MAX_PAYLOAD} bytes"))
         if self.max_loss is not None and not 0 <= self.max_loss < 1:
             out.append(("max_loss", "must be a ratio from 0 (no loss allowed) up to, not including, 1"))
-        if self.timeout_ms is not None and self.timeout_ms < 1:
-            out.append(("timeout_ms", "must be at least 1 (milliseconds)"))
+        if self.reply_timeout is not None and self.reply_timeout <= 0:
+            out.append(("reply_timeout", "must be longer than 0s"))
         return out
 
 
-def target_family(host: str, ip_family: int | None) -> int:
+def target_family(host: str, ip_family: str) -> int:
     if is_ip(host):
         return 6 if ":" in host else 4
-    return ip_family or 4
+    return 6 if ip_family == "ip6" else 4
 
 
 def reply_wait(spec: ProbeSpec[IcmpOptions]) -> float | None:
-    """Seconds to wait for each reply: timeout_ms; None: until the run's deadline."""
-    opts = spec.options
-    return opts.timeout_ms / 1000 if opts.timeout_ms is not None else None
+    """Seconds to wait for each reply: reply_timeout; None: until the run's deadline."""
+    return spec.options.reply_timeout
 
 
 class IcmpProbe(Kind[IcmpOptions]):
@@ -111,16 +118,17 @@ class IcmpProbe(Kind[IcmpOptions]):
         out = []
         if is_ip(host):
             family = 6 if ":" in host else 4
-            if opts.ip_family is not None and opts.ip_family != family:
+            if opts.ip_family != "auto" and opts.ip_family != f"ip{family}":
                 out.append(("icmp.ip_family", f"is {opts.ip_family} but {host} is an IPv{family} address"))
         elif not host or not set(host) <= HOSTNAME_CHARS or ".." in host:
             out.append(("target", f"{host!r} is neither an IP address nor a host name"))
         sending = (opts.count - 1) * opts.interval
         budget = spec.timeout
         how = f"{opts.count} requests {format_duration(opts.interval)} apart"
-        if opts.timeout_ms is not None:
-            if sending + opts.timeout_ms / 1000 > budget:
-                out.append(("icmp.timeout_ms", f"{how} plus {opts.timeout_ms}ms for the last reply "
+        if opts.reply_timeout is not None:
+            if sending + opts.reply_timeout > budget:
+                out.append(("icmp.reply_timeout", f"{how} plus {format_duration(opts.reply_timeout)}"
+                            " for the last reply "
                             f"do not fit in the probe's timeout ({format_duration(spec.timeout)})"))
         elif sending >= budget:
             out.append(("icmp.interval", f"{how} do not fit in the probe's timeout "
@@ -172,7 +180,7 @@ class IcmpProbe(Kind[IcmpOptions]):
                     sent.append(pinger.send(address, self.payload))
                 except OSError as exc:
                     send_errors.append(exc.strerror or str(exc))
-                    if exc.errno not in UNREACHABLE_ERRNOS:
+                    if os_error_reason(exc) != "unreachable":
                         raise
             pending = [e.future for e in sent if not e.future.done()]
             if pending and self.wait is None:
@@ -203,11 +211,10 @@ class IcmpProbe(Kind[IcmpOptions]):
                     errors.append(str(value))
         replies = len(rtts)
         loss = (count - replies) / count
-        readings = [Reading(LOSS, loss, "Share of echo requests of the last run left unanswered")]
+        readings = [readings_catalogue.ICMP_LOSS.reading(loss)]
         if rtts:
             for stat, value in (("min", min(rtts)), ("avg", sum(rtts) / replies), ("max", max(rtts))):
-                readings.append(Reading(RTT, value, "Round trip times of the last run",
-                                        (("stat", stat),)))
+                readings.append(readings_catalogue.ICMP_RTT.reading(value, stat))
         summary = f"{replies}/{count} replies from {self.spec.target}"
         if rtts:
             summary += f", rtt min/avg/max {min(rtts) * 1000:.3f}/{sum(rtts) / replies * 1000:.3f}/" \

@@ -19,12 +19,22 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .base import Reading, Result, truncate
-from .expectations import JsonExpectation, JsonPath, as_json, is_number, json_failures, load_json
+from . import readings as catalogue
+from .base import Result, truncate
+from .expectations import (
+    Expectation,
+    Expectations,
+    JsonPath,
+    as_json,
+    expectation_list,
+    is_number,
+    judge,
+    load_json,
+)
 from .http import Fetched, RequestOptions, RequestProbe
 
-STATUS_LEVEL = "probewatch_probe_status_level"
-VALUE = "probewatch_probe_value"
+STATUS_LEVEL = catalogue.STATUS_LEVEL.name
+VALUE = catalogue.VALUE.name
 
 DEFAULT_LEVELS = {"OK": 0, "Unknown": 1, "Warning": 2, "Critical": 3}
 
@@ -39,7 +49,8 @@ class JsonOptions(RequestOptions):
         levels: level names and their numbers; names match case-insensitively.
         ok_levels: levels for which the probe is up; each must be in levels.
         values: paths of numeric fields exported as probewatch_probe_value{field="..."}.
-        expect: JSON expectations, checked after the level is read.
+        expect: what the document must hold: {path: ...} items (and text, {regex: ...},
+            {not_regex: ...} on the body), checked after the level is read.
     """
 
     status_field: str = "status"
@@ -47,15 +58,17 @@ class JsonOptions(RequestOptions):
     levels: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_LEVELS))
     ok_levels: list[str] = field(default_factory=lambda: ["OK"])
     values: list[str] = field(default_factory=list)
-    expect: list[JsonExpectation] = field(default_factory=list)
+    expect: Expectations = field(default_factory=list)
     # Compiled by check(): paths, and level names folded to lower case.
     status_path: JsonPath = field(default=JsonPath("status"), init=False, repr=False)
     message_path: JsonPath = field(default=JsonPath("message"), init=False, repr=False)
     value_paths: list[JsonPath] = field(default_factory=list, init=False, repr=False)
     by_name: dict[str, tuple[str, int]] = field(default_factory=dict, init=False, repr=False)
+    expectations: list[Expectation] = field(default_factory=list, init=False, repr=False)
 
     def check(self) -> list[tuple[str, str]]:
         out = super().check()
+        self.expectations = expectation_list(self.expect)
         for key in ("status_field", "message_field"):
             try:
                 setattr(self, key.replace("_field", "_path"), JsonPath(getattr(self, key)))
@@ -121,20 +134,20 @@ def read_status(got: Fetched, opts: JsonOptions) -> Result:
             code=code, readings=readings,
         )
     name, number = level
-    readings.append(Reading(STATUS_LEVEL, float(number), "Status level the document reports"))
+    readings.append(catalogue.STATUS_LEVEL.reading(number))
     for text, path in zip(opts.values, opts.value_paths, strict=True):
         has, value = path.find(doc)
         if has and is_number(value):
-            readings.append(
-                Reading(VALUE, float(value), "Numeric field of the reply", (("field", text),))
-            )
+            readings.append(catalogue.VALUE.reading(value, text))
     has_message, message = opts.message_path.find(doc)
     shown = (message if isinstance(message, str) else as_json(message)) if has_message else ""
     shown = truncate(shown) or f"{opts.status_field} is {name}"
     kw: dict[str, Any] = {"code": code, "readings": readings, "level": number, "level_name": name,
                           "document": doc}
-    if failures := json_failures(opts.expect, doc):
-        return Result.fail("unexpected_response", truncate("; ".join(failures)), **kw)
+    items = opts.expectations
+    if items and (unmet := judge(items, got.text if any(not i.path for i in items) else "",
+                                 "body", got=False, doc=doc)):
+        return Result.fail("unexpected_response", truncate(unmet), **kw)
     if name.lower() not in {n.lower() for n in opts.ok_levels}:
         return Result.fail("unexpected_response", shown, **kw)
     return Result.ok(message=shown, **kw)

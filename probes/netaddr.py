@@ -42,3 +42,21 @@ def target_problems(target: str) -> list[tuple[str, str]]:
     except ValueError as exc:
         return [("target", str(exc))]
     return []
+
+
+def join_host_port(host: str, port: int | str) -> str:
+    """``host:port``, an IPv6 address in brackets: the inverse of ``split_host_port``."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def split_listen_address(text: str) -> tuple[str, int]:
+    """A listen address: HOST:PORT, [V6]:PORT or :PORT (every address); port 0 picks a free one.
+
+    Raise ValueError naming what is wrong; the host comes back without brackets.
+    """
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{text!r} is not HOST:PORT (for example 127.0.0.1:9637 or [::1]:9637)")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port)

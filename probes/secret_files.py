@@ -43,6 +43,45 @@ def read_limited(path: str, limit: int = MAX_SECRET_BYTES, probe_only: bool = Fa
         os.close(fd)
 
 
-def read_secret_text(path: str) -> str:
-    """A credential file's text (UTF-8); OSError or UnicodeDecodeError when it cannot serve."""
-    return read_limited(path).decode("utf-8")
+class CredentialError(ValueError):
+    """A credential file cannot serve; the message names the file and why (see ``read_credential``)."""
+
+
+def read_credential_bytes(path: str, what: str = "", limit: int = MAX_SECRET_BYTES) -> bytes:
+    """The bytes of credential file ``path``, surrounding line breaks removed.
+
+    The one way a password, token or key file is read (http, json, sip, the
+    status API's token, the udp kind's and the agent's key).  Every failure is a
+    ``CredentialError`` of one shape: ``cannot read [WHAT ]'FILE': why`` when the
+    file cannot be read, ``[WHAT ]'FILE' is empty`` when it holds nothing.
+    """
+    name = f"{what} {path!r}" if what else repr(path)
+    try:
+        data = read_limited(path, limit)
+    except OSError as exc:
+        raise CredentialError(f"cannot read {name}: {exc.strerror or exc}") from None
+    data = data.strip(b"\r\n")  # a password may hold spaces; a trailing newline is never meant
+    if not data.strip():
+        raise CredentialError(f"{name} is empty")
+    return data
+
+
+def read_credential(path: str, what: str = "") -> str:
+    """``read_credential_bytes`` as UTF-8 text (not UTF-8: ``[WHAT ]'FILE' is not UTF-8 text``)."""
+    data = read_credential_bytes(path, what)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        name = f"{what} {path!r}" if what else repr(path)
+        raise CredentialError(f"{name} is not UTF-8 text") from None
+
+
+def credential_problem(path: str, what: str = "") -> str:
+    """Why credential file ``path`` cannot serve (empty when it can, or when no path is set)."""
+    if not path:
+        return ""
+    try:
+        read_credential(path, what)
+    except CredentialError as exc:
+        return str(exc)
+    return ""

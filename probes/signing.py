@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .secret_files import read_limited
+from .secret_files import CredentialError, read_credential_bytes
 
 VERSION = 1
 NONCE_BYTES = 16
@@ -78,9 +78,9 @@ class Refusal:
 def load_key(path: str) -> bytes:
     """The key held in ``path`` (surrounding white space dropped)."""
     try:
-        data = read_limited(path, 1 << 20)[: MAX_KEY_BYTES + 1]  # a regular file, never a FIFO
-    except OSError as exc:
-        raise KeyFileError(f"cannot read key file {path!r}: {exc.strerror or exc}") from None
+        data = read_credential_bytes(path, "key file", 1 << 20).strip()  # regular, never a FIFO
+    except CredentialError as exc:
+        raise KeyFileError(str(exc)) from None
     if len(data) > MAX_KEY_BYTES:
         raise KeyFileError(f"key file {path!r} is larger than {MAX_KEY_BYTES} bytes")
     key = data.strip()

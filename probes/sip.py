@@ -28,18 +28,19 @@ import socket
 import ssl
 import threading
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import pjsua2  # noqa: F401 - a missing extra fails the config check (probes/registry.py)
 
 from .base import Kind, Result, resolve
 from .durations import format_duration
 from .netaddr import is_ip
-from .secret_files import read_secret_text
+from .oserrors import os_error_reason
+from .secret_files import CredentialError, read_credential
 from .sip_endpoint import Handle, SipEndpoint, SipUnavailable
 from .sip_request import Credentials, SipOutcome, SipRequest
 from .spec import ProbeSpec
-from .tls import unreadable
+from .tls import TlsOptions
 
 log = logging.getLogger("probewatch.sip")
 
@@ -70,8 +71,8 @@ class SipAuth:
 
     def check(self) -> list[tuple[str, str]]:
         try:
-            read_password(self.password_file)
-        except ValueError as exc:
+            read_credential(self.password_file)
+        except CredentialError as exc:
             return [("password_file", str(exc))]
         return []
 
@@ -87,8 +88,8 @@ class SipOptions:
         transport (default from the target): overrides the URI's transport.
         auth: digest credentials for servers that challenge (401/407).
         log_level: pjsip's log level, 0 to 6, routed into probewatch's log.
-        ca_file: with TLS, the CAs the server's certificate must chain to (empty: the system's).
-        insecure_skip_verify: with TLS, accept any server certificate.
+        tls: with transport tls (or a sips: target), the one tls block of every kind; pjsip checks
+            the certificate against the target's host, so server_name is not supported here.
     """
 
     method: Literal["OPTIONS", "INVITE"] = "OPTIONS"
@@ -97,8 +98,9 @@ class SipOptions:
     transport: Literal["udp", "tcp", "tls"] | None = None
     auth: SipAuth | None = None
     log_level: int = 3
-    ca_file: str = ""
-    insecure_skip_verify: bool = False
+    tls: TlsOptions | None = None
+    MOVED: ClassVar[dict[str, str]] = {"ca_file": "tls.ca_file",
+                                       "insecure_skip_verify": "tls.insecure_skip_verify"}
 
     def check(self) -> list[tuple[str, str]]:
         out = []
@@ -108,8 +110,9 @@ class SipOptions:
             out.append(("local_port", "must be from 0 (any) to 65535"))
         if not 0 <= self.log_level <= 6:
             out.append(("log_level", "must be a pjsip log level from 0 to 6"))
-        if problem := unreadable(self.ca_file):
-            out.append(("ca_file", problem))
+        if self.tls is not None and self.tls.server_name:
+            out.append(("tls.server_name", "is not supported for sip: pjsip checks the certificate"
+                        " against the target's host"))
         return out
 
 
@@ -162,18 +165,6 @@ def transport_of(target: SipTarget, option: str | None) -> str:
     return chosen
 
 
-def read_password(path: str) -> str:
-    try:
-        password = read_secret_text(path).rstrip("\r\n")  # a regular file of at most 64 KiB
-    except OSError as exc:
-        raise ValueError(f"cannot be read: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise ValueError("is not UTF-8 text") from None
-    if not password:
-        raise ValueError("is empty")
-    return password
-
-
 class SipProbe(Kind[SipOptions]):
     Options = SipOptions
 
@@ -205,9 +196,8 @@ class SipProbe(Kind[SipOptions]):
             transport = transport_of(target, opts.transport)
         except ValueError as exc:
             return [("sip.transport", str(exc))]
-        if (opts.ca_file or opts.insecure_skip_verify) and transport != "tls":
-            key = "sip.ca_file" if opts.ca_file else "sip.insecure_skip_verify"
-            out.append((key, "is used only with transport tls (or a sips: target)"))
+        if opts.tls is not None and transport != "tls":
+            out.append(("sip.tls", "is used only with transport tls (or a sips: target)"))
         if opts.method == "INVITE" and target.family == 6:
             out.append(("sip.method", NO_IPV6_MEDIA))
         return out
@@ -231,10 +221,9 @@ class SipProbe(Kind[SipOptions]):
         try:
             request = await self._request()
         except OSError as exc:
-            reason = "refused" if isinstance(exc, ConnectionRefusedError) else "unreachable"
-            return Result.fail(reason, f"{self.spec.target}: {exc.strerror or exc}")
+            return Result.fail(os_error_reason(exc), f"{self.spec.target}: {exc.strerror or exc}")
         except ValueError as exc:
-            return Result.fail("error", f"sip.auth.password_file {exc}")
+            return Result.fail("error", f"sip.auth.password_file: {exc}")
         if request.method == "INVITE" and request.family == 6:
             return Result.fail("error", f"{self.spec.target} resolves to IPv6: {NO_IPV6_MEDIA}")
         handle = self._handle = endpoint.submit(request)
@@ -257,13 +246,19 @@ class SipProbe(Kind[SipOptions]):
         auth = self.options.auth
         creds = None
         if auth is not None:
-            creds = Credentials(auth.username, read_password(auth.password_file), auth.realm)
+            creds = Credentials(auth.username, read_credential(auth.password_file), auth.realm)
         return SipRequest(
             method=self.options.method, uri=self.uri, transport=self.transport, family=family,
             local_ip=local_address(host, self.target.port, family),
             local_port=self.options.local_port, credentials=creds,
-            success_state=self.success_state, ca_file=self.options.ca_file or system_ca_file(),
-            verify_server=self.transport == "tls" and not self.options.insecure_skip_verify)
+            success_state=self.success_state, **self._tls_fields())
+
+    def _tls_fields(self) -> dict[str, Any]:
+        """The tls block as the SIP endpoint takes it (pjsip runs the TLS, not an SSLContext)."""
+        tls = self.options.tls or TlsOptions()
+        return {"ca_file": tls.ca_file or system_ca_file(),
+                "verify_server": self.transport == "tls" and not tls.insecure_skip_verify,
+                "cert_file": tls.cert_file, "key_file": tls.key_file, "min_version": tls.min_version}
 
     def timed_out(self, timeout: float) -> Result:
         """The run was cut at its deadline: say how far the call got (run() has aborted it)."""

@@ -51,7 +51,10 @@ TRANSPORT_TYPES = {
     ("udp", 4): pj.PJSIP_TRANSPORT_UDP, ("tcp", 4): pj.PJSIP_TRANSPORT_TCP,
     ("tls", 4): pj.PJSIP_TRANSPORT_TLS, ("udp", 6): pj.PJSIP_TRANSPORT_UDP6,
     ("tcp", 6): pj.PJSIP_TRANSPORT_TCP6, ("tls", 6): pj.PJSIP_TRANSPORT_TLS6,
-}
+}# tls.min_version: the protocol versions pjsip may speak.
+TLS_PROTOCOLS = {"1.2": pj.PJ_SSL_SOCK_PROTO_TLS1_2 | pj.PJ_SSL_SOCK_PROTO_TLS1_3,
+                 "1.3": pj.PJ_SSL_SOCK_PROTO_TLS1_3}
+
 REQUEST_HEADER = "X-Probewatch-Request"
 # pjsua's compiled-in limits: 8 transports (one is the wake transport), 8 accounts, and
 # PJSUA_MAX_CALLS calls (32 by default, 4 in the pjsua2-python wheel: learned at run time).
@@ -464,7 +467,8 @@ class SipEndpoint:
     # accounts and transports -------------------------------------------------
     def _account(self, request: SipRequest) -> _Account:
         tkey = (request.transport, request.family, request.local_ip, request.local_port,
-                request.ca_file, request.verify_server)
+                request.ca_file, request.verify_server, request.cert_file, request.key_file,
+                request.min_version)
         creds = request.credentials if request.method == "INVITE" else None
         key = (tkey, creds)
         account = self._accounts.get(key)
@@ -511,7 +515,7 @@ class SipEndpoint:
         self._transport_used[tkey] = time.monotonic()
         if tkey in self._transports:
             return self._transports[tkey]
-        kind, family, local_ip, local_port, ca_file, verify = tkey
+        kind, family, local_ip, local_port, ca_file, verify, cert_file, key_file, min_version = tkey
         if len(self._transports) >= MAX_TRANSPORTS:
             raise SipSetupError(f"more than {MAX_TRANSPORTS} distinct SIP transports"
                                 " (transport, local address, local_port) are busy at once")
@@ -519,8 +523,14 @@ class SipEndpoint:
         tc.port = local_port
         tc.boundAddress = tc.publicAddress = local_ip
         if kind == "tls":
+            # The tls block of probes/tls.py, as pjsip takes it.
             tc.tlsConfig.CaListFile = ca_file
             tc.tlsConfig.verifyServer = verify
+            if cert_file:
+                tc.tlsConfig.certFile = cert_file
+                tc.tlsConfig.privKeyFile = key_file or cert_file
+            if min_version:
+                tc.tlsConfig.proto = TLS_PROTOCOLS[min_version]
         try:
             tid = int(self._ep.transportCreate(TRANSPORT_TYPES[(kind, family)], tc))
         except pj.Error as exc:

@@ -28,6 +28,9 @@ class SipRequest:
     success_state: str = "CONFIRMED"
     ca_file: str = ""
     verify_server: bool = False
+    cert_file: str = ""  # the tls block's client certificate, key and lowest version
+    key_file: str = ""
+    min_version: str = ""
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """Connect to host:port; optionally send, expect a reply, and say bye (Moniteur's connect.py).
 
-Up when the connection opens and, with ``expect``, the reply contains it before
-the peer closes or the timeout.  Return code 0 once connected, -1 when no
+Up when the connection opens and, with ``expect``, the reply meets every item of
+it (probes/expectations.py) before the peer closes or the timeout.  A ``tls:``
+block (even ``tls: {}``) turns TLS on.  Return code 0 once connected, -1 when no
 connection was made.  ``send`` and ``bye`` honour \\r \\n \\t escapes.
 
     - name: pop3
@@ -19,15 +20,15 @@ import os
 import socket
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 from .base import Kind, Result, unescape
-from .expectations import TextExpectation, TextMatcher, decode_reply, shown
+from .expectations import Expectations, decode_reply, expectation_list, judge
 from .netaddr import is_ip, split_host_port, target_problems
 from .oserrors import os_error_reason
 from .spec import ProbeSpec
-from .tls import TlsOptions, ssl_context, ssl_reason, unreadable
+from .tls import TlsOptions, ssl_context, ssl_reason
 
 READ_LIMIT = 64 * 1024
 # connect_ex on a non-blocking socket: the handshake goes on, wait until writable.
@@ -45,30 +46,26 @@ class TcpOptions:
 
     Options:
         send: written after connecting; \\r \\n \\t \\\\ \\xNN escapes honoured.
-        expect: the reply must contain this literal text, or match {regex: PATTERN}; read until it
-            matches, the peer closes, or the timeout.
+        expect: what the reply must hold: text, {regex: ...}, {not_regex: ...} or {path: ...} items;
+            read until every item holds, the peer closes, or the timeout.
         bye: written before closing.
-        tls: speak TLS after connecting.
-        server_name (default the target's host): with tls, the name sent in SNI and verified.
-        ca_file: with tls, a PEM bundle of CAs trusted instead of the system store.
-        insecure_skip_verify: with tls, accept any certificate.
+        tls: speak TLS after connecting (tls: {} for the defaults); the one tls block of every kind.
     """
 
     send: str = ""
-    expect: TextExpectation = ""
+    expect: Expectations = field(default_factory=list)
     bye: str = ""
-    tls: bool = False
-    server_name: str = ""
-    ca_file: str = ""
-    insecure_skip_verify: bool = False
+    tls: TlsOptions | None = None
+    MOVED: ClassVar[dict[str, str]] = {
+        "ca_file": "tls.ca_file", "server_name": "tls.server_name",
+        "insecure_skip_verify": "tls.insecure_skip_verify"}
 
-    def check(self) -> list[tuple[str, str]]:
-        out = []
-        if self.ca_file and not self.tls:
-            out.append(("ca_file", "is used only with tls: true"))
-        if problem := unreadable(self.ca_file):
-            out.append(("ca_file", problem))
-        return out
+    @staticmethod
+    def old_value(key: str, value: Any) -> str:
+        if key == "tls" and isinstance(value, bool):
+            return ("is a block now: write tls: {} to turn TLS on (or tls: {ca_file: ...})"
+                    if value else "is a block now: leave it out for plain TCP")
+        return ""
 
 
 class TcpProbe(Kind[TcpOptions]):
@@ -83,12 +80,9 @@ class TcpProbe(Kind[TcpOptions]):
         self.connected = f"connected to {spec.target}"
         self.send = unescape(self.options.send).encode()
         self.bye = unescape(self.options.bye).encode()
-        self.matcher = TextMatcher(self.options.expect) if self.options.expect else None
-        self.plain = not (self.send or self.bye or self.matcher or self.options.tls)
-        self.tls: TlsOptions | None = None
-        if self.options.tls:
-            self.tls = TlsOptions(ca_file=self.options.ca_file, server_name=self.options.server_name,
-                                  insecure_skip_verify=self.options.insecure_skip_verify)
+        self.expect = expectation_list(self.options.expect)
+        self.tls: TlsOptions | None = self.options.tls
+        self.plain = not (self.send or self.bye or self.expect or self.tls)
 
     @classmethod
     def validate(cls, spec: ProbeSpec[TcpOptions]) -> list[tuple[str, str]]:
@@ -157,7 +151,7 @@ class TcpProbe(Kind[TcpOptions]):
         if self.tls is not None:
             # Shared with the http kind: one context per distinct options, rebuilt when a file changes.
             context = ssl_context(self.tls)
-            server_hostname = self.options.server_name or self.host
+            server_hostname = self.tls.server_name or self.host
         reader, writer = await asyncio.open_connection(
             self.host, self.port, ssl=context, server_hostname=server_hostname)
         try:
@@ -165,26 +159,28 @@ class TcpProbe(Kind[TcpOptions]):
                 writer.write(self.send)
                 await writer.drain()
             reply = b""
-            if self.matcher is not None:
+            if self.expect:
+                unmet = "?"
                 while len(reply) < READ_LIMIT:
                     chunk = await reader.read(4096)
                     if not chunk:
                         break
                     reply += chunk
-                    if self.matcher.found_in(decode_reply(reply)):
+                    if not (unmet := judge(self.expect, decode_reply(reply))):
                         break
-                text = decode_reply(reply)
-                if not self.matcher.found_in(text):
+                if unmet:
+                    unmet = judge(self.expect, decode_reply(reply))
+                if unmet:
                     how = "peer closed" if len(reply) < READ_LIMIT else "read limit reached"
-                    return Result.fail("unexpected_response",
-                                       f"reply did not contain {self.matcher.describe} ({how}); "
-                                       f"got {shown(text)}", code=0)
+                    return Result.fail("unexpected_response", f"{unmet} ({how})", code=0)
             if self.bye:
                 writer.write(self.bye)
                 await writer.drain()
             message = f"connected to {self.spec.target}"
-            if self.matcher is not None:
-                message += f"; reply matched {self.matcher.describe}"
+            if len(self.expect) == 1:
+                message += f"; reply matched {self.expect[0].describe}"
+            elif self.expect:
+                message += f"; reply met {len(self.expect)} expectations"
             return Result.ok(0, message)
         finally:
             writer.close()

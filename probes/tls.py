@@ -1,7 +1,10 @@
-"""TLS client options shared by the kinds that speak TLS (http, json, tcp; sip reads ``unreadable``).
+"""The one ``tls:`` block of every kind that speaks TLS (tcp, http, json, sip).
 
-``TlsOptions`` is the ``tls:`` block of a kind's options; ``ssl_context(opts)``
-returns an ``ssl.SSLContext`` for it.  Contexts are shared between probes with
+``TlsOptions`` is the block (ca_file, cert_file, key_file, server_name,
+insecure_skip_verify, min_version), checked the same way for each kind;
+``ssl_context(opts)`` returns the ``ssl.SSLContext`` tcp, http and json use.  sip's
+TLS runs inside pjsip, which takes the same block's files and settings (see
+probes/sip_endpoint.py) instead of a Python context.  Contexts are shared between probes with
 the same options (loading a CA store costs milliseconds and hundreds of
 kilobytes, too much to repeat for each of a thousand probes) and rebuilt when a
 certificate, key or CA file changes on disk, so renewed files are used without
@@ -14,7 +17,7 @@ import os
 import ssl
 import threading
 from collections import OrderedDict
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 
 from .secret_files import regular_file_problem
 
@@ -25,10 +28,12 @@ class TlsOptions:
 
     Options:
         ca_file: PEM bundle of CAs trusted instead of the system store.
-        server_name: name sent in SNI and checked in the certificate (empty: the target's host).
+        server_name (default the target's host): the name sent in SNI and checked in the certificate.
         insecure_skip_verify: accept any certificate (the expiry is still exported).
         cert_file: client certificate (PEM), for servers that ask for one; may hold the key too.
         key_file: the client certificate's key (PEM, unencrypted), when not in cert_file.
+        min_version (default the system's, TLS 1.2 on current systems): the lowest TLS
+            version accepted, "1.2" or "1.3".
     """
 
     ca_file: str = ""  # PEM bundle trusted instead of the system store
@@ -36,8 +41,11 @@ class TlsOptions:
     insecure_skip_verify: bool = False
     cert_file: str = ""  # client certificate (PEM); may hold the key too
     key_file: str = ""
+    min_version: str = ""  # "1.2" or "1.3" (YAML may give the number 1.2: read as text)
 
     def check(self) -> list[tuple[str, str]]:
+        if self.min_version and self.min_version not in MIN_VERSIONS:
+            return [("min_version", f"must be \"1.2\" or \"1.3\", not {self.min_version!r}")]
         problems = [
             (key, message)
             for key in ("ca_file", "cert_file", "key_file")
@@ -61,6 +69,9 @@ class TlsOptions:
         return []
 
 
+MIN_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
+
+
 def unreadable(path: str) -> str:
     """Why ``path`` cannot be read (empty when it can, or when no path is set)."""
     if not path:
@@ -78,6 +89,8 @@ def build_ssl_context(opts: TlsOptions) -> ssl.SSLContext:
         ctx.verify_mode = ssl.CERT_NONE
     if opts.cert_file:
         ctx.load_cert_chain(opts.cert_file, opts.key_file or None)
+    if opts.min_version:
+        ctx.minimum_version = MIN_VERSIONS[opts.min_version]
     return ctx
 
 
@@ -93,6 +106,8 @@ def _load_certifi(ctx: ssl.SSLContext) -> None:
 _CACHE_SIZE = 128
 _cache: OrderedDict[tuple[object, ...], tuple[tuple[float, ...], ssl.SSLContext]] = OrderedDict()
 _cache_lock = threading.Lock()
+# Contexts of blocks that name no file, by the block's values: nothing on disk can change under them.
+_plain: dict[tuple[object, ...], ssl.SSLContext] = {}
 
 
 def _stamp(opts: TlsOptions) -> tuple[float, ...]:
@@ -109,9 +124,15 @@ def ssl_context(opts: TlsOptions) -> ssl.SSLContext:
     """The shared context for ``opts``, rebuilt when one of its files changed.
 
     Callers must not change the returned context; it serves every probe with
-    the same options.
+    the same options.  A block that names no file costs no stat per call.
     """
-    key, stamp = astuple(opts), _stamp(opts)
+    key = (opts.ca_file, opts.cert_file, opts.key_file, opts.insecure_skip_verify, opts.min_version)
+    if not (opts.ca_file or opts.cert_file or opts.key_file):
+        plain = _plain.get(key)
+        if plain is None:
+            plain = _plain[key] = build_ssl_context(opts)
+        return plain
+    stamp = _stamp(opts)
     with _cache_lock:
         hit = _cache.get(key)
         if hit is not None and hit[0] == stamp:

@@ -24,28 +24,20 @@ import json
 import re
 import socket
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
+from . import readings as catalogue
 from . import signing
 from .base import Kind, Reading, Result, unescape
 from .durations import format_duration
-from .expectations import (
-    JsonExpectation,
-    TextExpectation,
-    TextMatcher,
-    decode_reply,
-    json_failures,
-    load_json,
-    shown,
-)
+from .expectations import Expectations, decode_reply, expectation_list, judge, load_json, shown
 from .netaddr import split_host_port, target_problems
 from .oserrors import os_error_reason
 from .spec import ProbeSpec
 
 UDP_PAYLOAD_LIMIT = 65507
 OPERATION_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-VALUE_METRIC = "probewatch_probe_value"
-VALUE_HELP = "Numeric field of the reply"  # the same words as the json kind: one HELP line
+VALUE_METRIC = catalogue.VALUE.name  # shared with the json kind: one HELP line (probes/readings.py)
 # What an agent's refusal means to the person reading the failure message.
 REFUSAL_HINTS = {
     "bad_signature": "bad signature: is key_file the agent's key?",
@@ -65,16 +57,16 @@ class UdpOptions:
     Options:
         send: what to send: a string (escapes honoured) or a mapping, sent as compact JSON.
         operations: ask a probewatch agent for these operations instead of send; needs key_file.
-        expect: the reply must contain this text, or match {regex: PATTERN}.
-        expect_json: JSON expectations on the reply.
+        expect: what the reply must hold: text, {regex: ...}, {not_regex: ...} or {path: ...} items
+            (JSON path checks of a JSON reply); the one expectation list of every kind.
         key_file: sign the request with this key and accept only replies signed with it.
     """
 
     send: str | dict[str, Any] = ""
     operations: list[OperationItem] = field(default_factory=list)
-    expect: TextExpectation | None = None
-    expect_json: list[JsonExpectation] = field(default_factory=list)
+    expect: Expectations = field(default_factory=list)
     key_file: str = ""
+    MOVED: ClassVar[dict[str, str]] = {"expect_json": "expect (JSON checks are {path: ...} items of it)"}
 
     def check(self) -> list[tuple[str, str]]:
         out: list[tuple[str, str]] = []
@@ -147,7 +139,7 @@ def value_readings(doc: Any) -> list[Reading]:
         for key, value in values.items():
             if isinstance(value, int | float) and not isinstance(value, bool):
                 found[str(key)] = float(value)
-    return [Reading(VALUE_METRIC, v, VALUE_HELP, (("field", k),)) for k, v in sorted(found.items())]
+    return [catalogue.VALUE.reading(v, k) for k, v in sorted(found.items())]
 
 
 def agent_errors(doc: dict[str, Any]) -> str:
@@ -164,7 +156,8 @@ class UdpProbe(Kind[UdpOptions]):
     def __init__(self, spec: ProbeSpec[UdpOptions]) -> None:
         super().__init__(spec)
         self.host, self.port = split_host_port(spec.target)
-        self.matcher = TextMatcher(self.options.expect) if self.options.expect is not None else None
+        self.expect = expectation_list(self.options.expect)
+        self.wants_json = any(item.path for item in self.expect)
 
     @classmethod
     def validate(cls, spec: ProbeSpec[UdpOptions]) -> list[tuple[str, str]]:
@@ -225,7 +218,7 @@ class UdpProbe(Kind[UdpOptions]):
         try:
             doc = load_json(text, "reply")
         except ValueError as exc:
-            if self.options.expect_json:
+            if self.wants_json:
                 return Result.fail("unexpected_response", str(exc), code=0)
         readings = value_readings(doc)
         if key or self.options.operations:
@@ -236,13 +229,8 @@ class UdpProbe(Kind[UdpOptions]):
                 return Result.fail("unexpected_response",
                                    f"agent says status false: {agent_errors(doc)}",
                                    code=0, readings=readings)
-        if self.matcher is not None and not self.matcher.found_in(text):
-            return Result.fail("unexpected_response",
-                               f"reply lacks {self.matcher.describe}: got {shown(text)}",
-                               code=0, readings=readings)
-        unmet = json_failures(self.options.expect_json, doc)
-        if unmet:
-            return Result.fail("unexpected_response", "; ".join(unmet), code=0, readings=readings)
+        if unmet := judge(self.expect, text, doc=doc):
+            return Result.fail("unexpected_response", unmet, code=0, readings=readings)
         if readings:
             message = f"{len(readings)} values from agent {doc.get('version', '?')}"
         else:

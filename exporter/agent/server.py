@@ -23,6 +23,7 @@ from typing import Any
 from exporter import __version__
 from exporter.logs import Throttle
 from probes import signing
+from probes.netaddr import join_host_port
 
 from .operations import Operation
 from .replay import ReplayCache
@@ -35,8 +36,7 @@ UDP_PAYLOAD_LIMIT = 65507
 
 
 def format_address(addr: Any) -> str:
-    host, port = addr[0], addr[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return join_host_port(addr[0], addr[1])
 
 
 class RequestError(Exception):

@@ -2,7 +2,7 @@
 
 Each [section] of tests.cfg becomes a probe of the same name:
 
-    script=ping.py     arguments=HOST, TIMEOUT_MS     -> icmp, timeout_ms
+    script=ping.py     arguments=HOST, TIMEOUT_MS     -> icmp, reply_timeout (ms as a duration)
     script=connect.py  arguments=HOST, PORT[, k=v...] -> tcp HOST:PORT; hello_message,
                        success_message, bye_message   -> send, expect, bye
     script=sip.py      arguments=URI[, k=v...]        -> sip INVITE; port -> local_port,
@@ -22,6 +22,9 @@ import re
 from typing import Any
 
 import yaml
+
+from probes.durations import format_duration
+from probes.netaddr import join_host_port
 
 from . import ImportFailed, Translation, probe_name
 
@@ -99,7 +102,7 @@ def seconds(text: str, where: str, t: Translation) -> int | None:
 
 
 def host_port(host: str, port: str) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return join_host_port(host, port)
 
 
 def translate_tests(path: str) -> tuple[Translation, list[tuple[str, int, int]]]:
@@ -167,7 +170,7 @@ def build_probe(script: str, positional: list[str], named: dict[str, str], probe
         probe.update(kind="icmp", target=positional[0])
         if len(positional) > 1:
             if positional[1].isdigit() and int(positional[1]) > 0:
-                probe["icmp"] = {"timeout_ms": int(positional[1])}
+                probe["icmp"] = {"reply_timeout": format_duration(int(positional[1]) / 1000)}
             else:
                 t.note(f"{where}: ping timeout {positional[1]!r} is not milliseconds; ignored")
         unused(set())

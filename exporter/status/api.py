@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from probes.redact import mask_value
+from probes.secret_files import CredentialError, read_credential
 
 from ..config import Config, config_dir
 from ..limits import parse_json_body
@@ -210,13 +211,9 @@ def read_token(token_file: str, config_path: str) -> str | None:
     """The token (surrounding white space removed), read afresh so it can be rotated."""
     path = os.path.join(os.path.dirname(os.path.abspath(config_path)), token_file)
     try:
-        with open(path, encoding="utf-8") as fh:
-            token = fh.read().strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        log.error("cannot read api.token_file", extra={"file": path, "error": str(exc)})
+        return read_credential(path).strip()  # a regular file of at most 64 KiB, never a FIFO
+    except CredentialError as exc:
+        log.error("api.token_file cannot serve; registration refused",
+                  extra={"file": path, "error": str(exc)})
         return None
-    if not token:
-        log.error("api.token_file is empty; registration refused", extra={"file": path})
-        return None
-    return token
 

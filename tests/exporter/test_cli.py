@@ -71,7 +71,7 @@ def test_kinds_of_one_kind_and_an_unknown_one() -> None:
     assert tcp.returncode == 0, tcp.stderr
     assert tcp.stdout.startswith("tcp\n") and "\ncommand\n" not in tcp.stdout
     assert "      send: string; default \"\"\n          written after connecting" in tcp.stdout
-    assert "      server_name: string; default the target's host\n" in tcp.stdout
+    assert "      tls.server_name: string; default the target's host\n" in tcp.stdout
     two = run("kinds", "udp", "command")
     assert two.returncode == 0 and two.stdout.startswith("udp\n") and "\ncommand\n" in two.stdout
     bad = run("kinds", "carrier-pigeon")

@@ -28,7 +28,7 @@ probes:
   - name: smtp
     kind: tcp
     target: 127.0.0.1:1
-    tcp: {tls: true, ca_file: certs/ca.pem}
+    tcp: {tls: {ca_file: certs/ca.pem}}
   - name: job
     kind: command
     command: {argv: ["true"], cwd: work}
@@ -65,7 +65,7 @@ def test_every_path_is_relative_to_the_config_folder(tmp_path: Path) -> None:
     assert (web.tls.ca_file, web.tls.key_file) == (f"{folder}/certs/ca.pem", f"{folder}/certs/key.pem")
     assert web.basic_auth.password_file == f"{folder}/secrets/password"
     assert by_name["api"].options.bearer_token_file == f"{folder}/secrets/token"
-    assert by_name["smtp"].options.ca_file == f"{folder}/certs/ca.pem"
+    assert by_name["smtp"].options.tls.ca_file == f"{folder}/certs/ca.pem"
     assert by_name["job"].options.cwd == f"{folder}/work"
     assert loaded.api.token_file == f"{folder}/secrets/api-token"
     assert loaded.api.state_file == f"{folder}/state/registered.json"
@@ -115,7 +115,7 @@ def test_check_only_warns_about_the_state_file_when_registration_was_not_asked_f
 def test_bad_relative_path_is_named_absolutely(tmp_path: Path) -> None:
     config = tmp_path / "probewatch.yml"
     config.write_text("probes:\n  - {name: a, kind: tcp, target: '127.0.0.1:1', "
-                      "tcp: {tls: true, ca_file: nope.pem}}\n")
+                      "tcp: {tls: {ca_file: nope.pem}}}\n")
     with pytest.raises(ConfigError) as caught:
         load_config(str(config))
     assert f"cannot read '{tmp_path}/nope.pem'" in str(caught.value)

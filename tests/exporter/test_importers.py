@@ -140,7 +140,7 @@ def test_moniteur_tests_and_notifier_translate_and_run(tmp_path: Path) -> None:
                                   "Test_POP3", "Test_Ping_10.0.0.10"]
         assert probes["Test_Ping_10.0.0.10"] == {"name": "Test_Ping_10.0.0.10", "kind": "icmp",
                                                  "target": "127.0.0.1", "period": "10s",
-                                                 "active": True, "icmp": {"timeout_ms": 1000},
+                                                 "active": True, "icmp": {"reply_timeout": "1s"},
                                                  "labels": {"renotify": "20"}}  # aggregate=20: numbered reminders
         assert probes["SIP_localhost_5080"]["timeout"] == "5s"
         assert probes["SIP_localhost_5080"]["sip"] == {"method": "INVITE", "success_state": "CONFIRMED",

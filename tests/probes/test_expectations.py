@@ -14,10 +14,9 @@ from exporter.config import ConfigError, parse_config
 from probes.expectations import (
     JsonExpectation,
     JsonPath,
-    RegexText,
     StatusSet,
-    TextMatcher,
     json_failures,
+    judge,
     load_json,
 )
 
@@ -161,11 +160,25 @@ probes:
 
 
 def test_text_expectations_are_literal_unless_regex() -> None:
-    literal = TextMatcher("+OK POP3")
-    assert literal.found_in("+OK POP3 server ready") and not literal.found_in("+OK IMAP")
-    pattern = RegexText("^220 .*ESMTP")
+    literal = [JsonExpectation(text="+OK POP3")]
+    assert judge(literal, "+OK POP3 server ready") == ""
+    assert judge(literal, "+OK IMAP") == "reply lacks '+OK POP3': got '+OK IMAP'"
+    pattern = JsonExpectation(regex="^220 .*ESMTP")
     assert pattern.check() == []
-    assert TextMatcher(pattern).found_in("220 mail ESMTP Postfix")
+    assert judge([pattern], "220 mail ESMTP Postfix") == ""
+    assert judge([JsonExpectation(text="+OK.")], "+OK POP3") != ""  # literal: the dot is a dot
+
+
+def test_one_list_judges_text_regex_and_json_items_in_order() -> None:
+    items = [JsonExpectation(text="ok"), JsonExpectation(not_regex="err(or)?"),
+             JsonExpectation(path="$.load", max=4)]
+    for item in items:
+        assert item.check() == []
+    assert judge(items, '{"state": "ok", "load": 1}') == ""
+    assert judge(items, '{"state": "ok", "load": 9}') == "$.load is 9, expected at most 4"
+    assert judge(items, '{"state": "ok error"}') == "reply matches regex 'err(or)?' ('error')"
+    assert judge(items, "ok, but not JSON").startswith("reply is not JSON (")
+    assert judge(items, "<html>", "body", got=False) == "body lacks 'ok'"
 
 
 def test_regexes_run_on_re2_and_lookarounds_on_a_bounded_prefix() -> None:

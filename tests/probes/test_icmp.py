@@ -79,7 +79,7 @@ def test_loopback_v6_answers() -> None:
 
 
 def test_host_name_is_resolved_in_the_asked_family() -> None:
-    result, _ = run_once(config("localhost", "count: 1, ip_family: 4"))
+    result, _ = run_once(config("localhost", "count: 1, ip_family: ip4"))
     assert (result.up, result.code) == (True, 1), result.message
     assert "from localhost" in result.message
 
@@ -87,11 +87,11 @@ def test_host_name_is_resolved_in_the_asked_family() -> None:
 def test_defaults_are_three_requests_one_second_apart() -> None:
     spec = parse_config(config("127.0.0.1"), "t.yml").probes[0]
     assert (spec.options.count, spec.options.interval, spec.options.payload_size) == (3, 1.0, 56)
-    assert spec.options.max_loss is None and spec.options.timeout_ms is None
+    assert spec.options.max_loss is None and spec.options.reply_timeout is None
 
 
-def test_moniteur_timeout_in_milliseconds_bounds_each_wait() -> None:
-    spec = parse_config(config("127.0.0.1", "count: 2, interval: 100ms, timeout_ms: 1000"),
+def test_reply_timeout_bounds_each_wait() -> None:
+    spec = parse_config(config("127.0.0.1", "count: 2, interval: 100ms, reply_timeout: 1s"),
                         "t.yml").probes[0]
     assert icmp.IcmpProbe(spec).wait == 1.0
 
@@ -272,7 +272,7 @@ def test_netns_peer_that_answers_is_up(netns: Namespaces, tmp_path: Path) -> Non
 
 
 def test_dropped_requests_are_a_timeout_with_full_loss(netns: Namespaces, tmp_path: Path) -> None:
-    seen = probe_in(netns.near, tmp_path, DROPPED, "count: 2, interval: 100ms, timeout_ms: 400")
+    seen = probe_in(netns.near, tmp_path, DROPPED, "count: 2, interval: 100ms, reply_timeout: 400ms")
     assert (seen.up, seen.code, seen.reason) == (False, 0, "timeout")
     assert seen.sample(icmp.LOSS) == 1
     assert seen.sample(icmp.RTT, "avg") is None  # no reply, no round trip to report
@@ -293,7 +293,7 @@ def test_a_run_cut_at_the_probe_timeout_reports_the_loss_it_saw(netns: Namespace
 def test_dropped_ipv6_requests_are_a_timeout(netns: Namespaces, tmp_path: Path) -> None:
     answered = probe_in(netns.near, tmp_path, FAR6, "count: 1")
     assert answered.up, answered.message
-    seen = probe_in(netns.near, tmp_path, DROPPED6, "count: 1, timeout_ms: 300")
+    seen = probe_in(netns.near, tmp_path, DROPPED6, "count: 1, reply_timeout: 300ms")
     assert (seen.up, seen.code, seen.reason) == (False, 0, "timeout")
 
 
@@ -301,7 +301,7 @@ def test_dropped_ipv6_requests_are_a_timeout(netns: Namespaces, tmp_path: Path) 
 def test_max_loss_decides_up_when_half_the_requests_are_lost(
         netns: Namespaces, tmp_path: Path, max_loss: float | None, up: bool) -> None:
     extra = "" if max_loss is None else f", max_loss: {max_loss}"
-    seen = probe_in(netns.near, tmp_path, HALVED, f"count: 4, interval: 20ms, timeout_ms: 300{extra}")
+    seen = probe_in(netns.near, tmp_path, HALVED, f"count: 4, interval: 20ms, reply_timeout: 300ms{extra}")
     assert (seen.up, seen.code) == (up, 2), seen.message
     assert seen.sample(icmp.LOSS) == 0.5
     if not up:
@@ -310,7 +310,7 @@ def test_max_loss_decides_up_when_half_the_requests_are_lost(
 
 
 def test_icmp_error_reply_is_unreachable(netns: Namespaces, tmp_path: Path) -> None:
-    seen = probe_in(netns.near, tmp_path, REJECTED, "count: 2, interval: 50ms, timeout_ms: 500",
+    seen = probe_in(netns.near, tmp_path, REJECTED, "count: 2, interval: 50ms, reply_timeout: 500ms",
                     sysctl_groups="1 0")  # raw socket: ICMP errors reach it
     assert (seen.up, seen.code, seen.reason) == (False, 0, "unreachable")
     assert "destination host unreachable" in seen.message

@@ -362,10 +362,10 @@ def write_certificate(directory: Path, name: str, san: str) -> tuple[Path, Path]
 
 
 @pytest.mark.parametrize(("san", "options", "up", "reason"), [
-    ("127.0.0.1", "ca_file: {cert}", True, ""),
+    ("127.0.0.1", "tls: {{ca_file: {cert}}}", True, ""),
     ("127.0.0.1", "", False, "tls"),  # the system's CAs do not know our test CA
-    ("other.example.invalid", "ca_file: {cert}", False, "tls"),  # the name does not match
-    ("other.example.invalid", "insecure_skip_verify: true", True, ""),
+    ("other.example.invalid", "tls: {{ca_file: {cert}}}", False, "tls"),  # the name does not match
+    ("other.example.invalid", "tls: {{insecure_skip_verify: true}}", True, ""),
 ])
 def test_sips_target_verifies_the_peer_certificate(tmp_path: Path, san: str, options: str,
                                                    up: bool, reason: str) -> None:

@@ -113,7 +113,7 @@ def test_ipv6_loopback(greeter: TcpServer) -> None:
 
 def test_tls_handshake_failure_is_reason_tls(greeter: TcpServer) -> None:
     # greeter speaks plain text, so a TLS client handshake cannot succeed.
-    result, _ = run_once(config(greeter.target, "{tls: true, server_name: localhost}"))
+    result, _ = run_once(config(greeter.target, "{tls: {server_name: localhost}}"))
     assert not result.up
     assert result.reason == "tls"
 
@@ -143,14 +143,82 @@ def tls_greeter(tmp_path):
 
 def test_tls_verified_against_the_given_ca(tls_greeter) -> None:
     server, cert = tls_greeter
-    result, _ = run_once(config(server.target, f'{{tls: true, ca_file: "{cert}", expect: "* OK"}}'))
+    result, _ = run_once(config(server.target, f'{{tls: {{ca_file: "{cert}"}}, expect: "* OK"}}'))
     assert result.up, result.message
 
 
 def test_tls_unknown_issuer_fails_unless_verification_is_skipped(tls_greeter) -> None:
     server, _ = tls_greeter
-    result, _ = run_once(config(server.target, "{tls: true}"))
+    result, _ = run_once(config(server.target, "{tls: {}}"))
     assert (result.up, result.reason) == (False, "tls")
     assert "certificate verify failed" in result.message
-    result, _ = run_once(config(server.target, '{tls: true, insecure_skip_verify: true, expect: "* OK"}'))
+    result, _ = run_once(config(server.target, '{tls: {insecure_skip_verify: true}, expect: "* OK"}'))
     assert result.up, result.message
+
+
+@pytest.fixture
+def tls12_greeter(tmp_path):
+    """A TLS server that speaks TLS 1.2 at most, and asks for a client certificate it trusts."""
+    import ssl
+
+    from tests.support import self_signed_certificate
+
+    cert, key = self_signed_certificate(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(cert))
+    context.load_cert_chain(cert, key)
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    context.verify_mode = ssl.CERT_REQUIRED
+
+    def handler(conn: socket.socket) -> bytes:
+        try:
+            with context.wrap_socket(conn, server_side=True) as tls:
+                tls.sendall(b"* OK IMAP4 ready\r\n")
+                return read_all(tls)
+        except (ssl.SSLError, OSError):
+            return b""
+
+    server = TcpServer(handler)
+    yield server, cert, key
+    server.close()
+
+
+def test_tls_block_client_certificate_and_min_version(tls12_greeter) -> None:
+    """The tls block is http's: cert_file/key_file identify the client, min_version bounds the version."""
+    server, cert, key = tls12_greeter
+    block = f'ca_file: "{cert}", cert_file: "{cert}", key_file: "{key}"'
+    result, _ = run_once(config(server.target, f'{{tls: {{{block}}}, expect: "* OK"}}'))
+    assert result.up, result.message
+    result, _ = run_once(config(server.target, f'{{tls: {{{block}, min_version: "1.3"}}, expect: "* OK"}}'))
+    assert (result.up, result.reason) == (False, "tls"), result.message
+    result, _ = run_once(config(server.target, f'{{tls: {{ca_file: "{cert}"}}, expect: "* OK"}}'))
+    assert not result.up, "the server asks for a client certificate"
+
+
+def test_expect_list_items_are_judged_in_order_on_the_reply() -> None:
+    def handler(conn: socket.socket) -> bytes:
+        conn.sendall(b'{"state": "ok", "load": 9}\n')
+        conn.close()
+        return b""
+
+    server = TcpServer(handler)
+    try:
+        ok, _ = run_once(config(server.target, '{expect: [{text: ok}, {path: $.load, max: 10}]}'))
+        over, _ = run_once(config(server.target, '{expect: [{regex: "^\\\\{"}, {path: $.load, max: 4}]}'))
+        banned, _ = run_once(config(server.target, '{expect: [{not_regex: "load"}]}'))
+    finally:
+        server.close()
+    assert ok.up and ok.message.endswith("; reply met 2 expectations"), ok.message
+    assert (over.reason, over.message) == ("unexpected_response",
+                                           "$.load is 9, expected at most 4 (peer closed)")
+    assert banned.message == "reply matches regex 'load' ('load') (peer closed)"
+
+
+def test_host_port_helpers_round_trip() -> None:
+    from probes.netaddr import join_host_port, split_host_port, split_listen_address
+
+    for host, port in (("127.0.0.1", 25), ("::1", 993), ("mail.example.invalid", 110)):
+        assert split_host_port(join_host_port(host, port)) == (host, port)
+    assert split_listen_address(":9637") == ("", 9637)
+    assert split_listen_address("[::1]:0") == ("::1", 0)
+    with pytest.raises(ValueError, match="is not HOST:PORT"):
+        split_listen_address("127.0.0.1")

@@ -141,11 +141,11 @@ def test_json_path_expectations_on_a_plain_json_reply() -> None:
 
     async def scenario() -> tuple[Result, Result, Result]:
         peer, target = await start_peer(lambda d: reply if d != b"text" else b"not json")
-        ok = await once(UdpProbe(udp_spec(target, {"send": "q", "expect_json": [
+        ok = await once(UdpProbe(udp_spec(target, {"send": "q", "expect": [
             {"path": "$.status", "equals": "ok"}, {"path": "$.queue.depth", "max": 100}]})))
-        over = await once(UdpProbe(udp_spec(target, {"send": "q", "expect_json": [
+        over = await once(UdpProbe(udp_spec(target, {"send": "q", "expect": [
             {"path": "$.queue.depth", "max": 10}]})))
-        text = await once(UdpProbe(udp_spec(target, {"send": "text", "expect_json": [
+        text = await once(UdpProbe(udp_spec(target, {"send": "text", "expect": [
             {"path": "$.status"}]})))
         assert peer.transport is not None
         peer.transport.close()
@@ -202,7 +202,7 @@ def test_agent_operations_become_probe_values(tmp_path: Path) -> None:
 
 def test_json_path_expectations_read_the_signed_reply_body(tmp_path: Path) -> None:
     block = {"key_file": key_file(tmp_path), "operations": ["process_count"],
-             "expect_json": [{"path": "$.operations.process_count.process_count", "max": 0}]}
+             "expect": [{"path": "$.operations.process_count.process_count", "max": 0}]}
 
     result = run(probe_agent(tmp_path, block))
     assert (result.up, result.reason) == (False, "unexpected_response")
@@ -358,7 +358,7 @@ def test_bad_udp_config_is_an_error_with_its_place(path: Path) -> None:
 
 def test_fixtures_cover_the_udp_checks() -> None:
     names = {p.stem.removeprefix("invalid-udp-") for p in UDP_FIXTURES}
-    assert names == {"json-path", "json-regex", "missing-key-file", "no-send", "operation-name",
+    assert names == {"expect-json", "json-path", "json-regex", "missing-key-file", "no-send", "operation-name",
                      "operations-without-key", "target", "text-regex", "unknown-key"}
 
 
