@@ -13,8 +13,6 @@ import pytest
 
 from exporter.options import (
     Duration,
-    Problem,
-    Problems,
     build,
     describe_options,
     did_you_mean,
@@ -22,6 +20,7 @@ from exporter.options import (
     yaml_type,
     yaml_value,
 )
+from exporter.problems import ConfigProblem, Problems
 from exporter.yamlsource import load_yaml
 from probes.registry import KindUnavailable, get_kind, kind_names
 from tests.support import ROOT, missing, no_sip_reason
@@ -173,7 +172,7 @@ class _Opts:
         return [("count", "must be below 10 when mode is b")] if self.count >= 10 and self.mode == "b" else []
 
 
-def decode(text: str) -> tuple[Any, list[Problem]]:
+def decode(text: str) -> tuple[Any, list[ConfigProblem]]:
     problems = Problems()
     return build(_Opts, load_yaml(text), problems), list(problems)
 
