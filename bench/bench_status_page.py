@@ -26,7 +26,7 @@ from common import machine, report, save
 
 from exporter.config import ExternalUrls, ProbeSpec
 from exporter.history import Run
-from exporter.state import ProbeState
+from exporter.probe_state import ProbeState
 from exporter.status.page import PAGE_SIZE, render
 from exporter.status.page_filters import PageQuery
 from probes.base import Result

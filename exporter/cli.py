@@ -27,9 +27,9 @@ from .config import ConfigError, load_config
 from .durations import parse_duration
 from .exposition import samples_of
 from .options import describe_options, did_you_mean
+from .probe_state import ProbeState
 from .service import Exporter
 from .sharding import Shard, ordinal_from_hostname, parse_shard
-from .state import ProbeState
 from .status import attach as attach_status
 from .status.store import api_problems
 from .web import (

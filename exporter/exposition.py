@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .config import ProbeSpec
-    from .state import ProbeState
+    from .probe_state import ProbeState
 
 # Nine buckets from 5ms to 30s, rendered only for probes with `histogram: true`; each
-# ProbeState counts its runs into them (exporter.state imports this from here).
+# ProbeState counts its runs into them (exporter.probe_state imports this from here).
 DURATION_BUCKETS = (0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 30.0)
 
 # (name, type, help).  Counters are named without _total here; samples add it.

@@ -1,6 +1,6 @@
 """What a peer sent, made safe to store, show and export, in one place.
 
-Every Result passes here before the state records it (exporter.state), so no
+Every Result passes here before the state records it (exporter.probe_state), so no
 kind can forget: text holding lone surrogates (JSON's ``"\\ud800"``) would make
 the status page and /metrics fail to encode, so they become U+FFFD; a label
 value of a reading is cut to ``MAX_FIELD_CHARS``; and a probe exports at most

@@ -49,7 +49,7 @@ from probes.runner import run_once, run_until_cut
 
 from .config import ProbeSpec
 from .logs import Throttle
-from .state import ProbeState
+from .probe_state import ProbeState
 from .telemetry import Telemetry
 
 log = logging.getLogger("probewatch.scheduler")
@@ -261,10 +261,8 @@ class Wheel:
 class Scheduler:
     """Runs probes on one event loop, from a wheel of 10 ms slots (see ``Wheel``)."""
 
-    def __init__(self, telemetry: Telemetry,
-                 on_change: Callable[[ProbeState], None] | None = None) -> None:
+    def __init__(self, telemetry: Telemetry) -> None:
         self.telemetry = telemetry
-        self.on_change = on_change
         raise_gc_threshold()
         self._entries: dict[str, _Entry] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -511,8 +509,6 @@ class Scheduler:
         try:
             if state.record(result, latency, started):
                 log_change(state)
-                if self.on_change is not None:
-                    self.on_change(state)
         except Exception:
             log.exception("recording a result failed", extra={"probe": state.spec.name})
 

@@ -11,9 +11,9 @@ from typing import Protocol
 
 from .config import Config, ConfigError, ProbeSpec, decode_config, load_config, read_config_bytes
 from .exposition import merge_own, render_probes
+from .probe_state import ProbeState
 from .scheduler import Scheduler
 from .sharding import Shard
-from .state import ProbeState
 from .telemetry import Telemetry
 from .web import Request, Response, Router
 

@@ -42,7 +42,8 @@ VALUE_FIELDS_DROPPED = Series(
     "probewatch_probe_value_fields_dropped",
     f"probewatch_probe_value fields of the last run dropped beyond the cap of {MAX_VALUE_FIELDS} per probe.",
     (), ("json", "udp"))
-ICMP_RTT = Series("probewatch_probe_icmp_rtt_seconds", "Round trip times of the last run (avg and max)", ("stat",), ("icmp",))
+ICMP_RTT = Series("probewatch_probe_icmp_rtt_seconds", "Round trip times of the last run (avg and max)",
+                  ("stat",), ("icmp",))
 ICMP_LOSS = Series("probewatch_probe_icmp_loss_ratio",
                    "Share of echo requests of the last run left unanswered", (), ("icmp",))
 

@@ -22,9 +22,9 @@ from probes.secret_files import CredentialError, read_credential
 
 from ..config import Config, config_dir
 from ..limits import parse_json_body
+from ..probe_state import ProbeState
 from ..service import Exporter
 from ..sharding import Shard
-from ..state import ProbeState
 from ..web import Request, Response, Router
 from .collate import Selection, collate, iso, summary
 from .store import RegisteredProbes, StoreError, command_refused, resolve

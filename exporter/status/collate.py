@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import ProbeSpec
-from ..state import ProbeState
+from ..probe_state import ProbeState
 
 LEVELS = ("OK", "Unknown", "Warning", "Critical")
 _BY_LOWER = {name.lower(): name for name in LEVELS}

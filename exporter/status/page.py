@@ -15,8 +15,8 @@ import time
 from collections.abc import Sequence
 
 from ..config import ExternalUrls
+from ..probe_state import ProbeState
 from ..service import Exporter
-from ..state import ProbeState
 from ..web import Request, Response
 from .collate import Selection
 from .page_filters import DEFAULT_REFRESH, PAGE_SIZE, PageQuery, build_view

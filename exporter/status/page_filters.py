@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from urllib.parse import urlencode
 
-from ..state import ProbeState
+from ..probe_state import ProbeState
 from .collate import LEVELS, QUERY_KEYS, Selection, level_of, worst
 
 DEFAULT_REFRESH = 10

@@ -15,7 +15,7 @@ from string import Formatter
 from urllib.parse import quote, urlencode
 
 from ..config import ExternalUrls
-from ..state import ProbeState
+from ..probe_state import ProbeState
 from .collate import group_of, iso
 from .page_assets import CSS, JS
 from .page_filters import URGENCY, Group, PageQuery, View

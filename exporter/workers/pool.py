@@ -26,8 +26,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from ..config import ProbeSpec
 from ..exposition import Family
+from ..probe_state import ProbeState
 from ..sharding import Shard
-from ..state import ProbeState
 from .channel import Channel, WorkerGone, WorkerSlow, pair
 
 log = logging.getLogger("probewatch.workers")

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families as parse_tex
 
 from exporter.config import parse_config
 from exporter.exposition import assemble, merge_own, probe_families, render_probes, samples_of
-from exporter.state import SETTLE_SECONDS, ProbeState
+from exporter.probe_state import SETTLE_SECONDS, ProbeState
 from exporter.telemetry import Telemetry
 from probes.base import Reading, Result
 from tests.exporter.exporter_process import Running, serve

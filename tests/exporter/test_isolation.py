@@ -20,8 +20,8 @@ import pytest
 import yaml
 
 from exporter.config import parse_config
+from exporter.probe_state import ProbeState
 from exporter.scheduler import Scheduler, late_bound
-from exporter.state import ProbeState
 from exporter.telemetry import Telemetry
 from tests.probes.test_http import LoopbackServer, serving
 from tests.probes.test_sip import sipp

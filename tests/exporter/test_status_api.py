@@ -19,8 +19,8 @@ import pytest
 import requests
 
 from exporter.config import ProbeSpec
+from exporter.probe_state import ProbeState
 from exporter.scheduler import phase
-from exporter.state import ProbeState
 from exporter.status.collate import Selection, collate, level_of
 from probes.base import Result
 from tests.exporter.exporter_process import Running, serve

@@ -23,8 +23,8 @@ import pytest
 import requests
 
 from exporter.config import ProbeSpec
+from exporter.probe_state import ProbeState
 from exporter.scheduler import phase
-from exporter.state import ProbeState
 from exporter.status.collate import Selection
 from exporter.status.page import render
 from probes.base import Result

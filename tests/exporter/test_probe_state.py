@@ -1,4 +1,4 @@
-"""A probe's live state (exporter/state.py), read the way a scrape reads it: its series."""
+"""A probe's live state (exporter/probe_state.py), read the way a scrape reads it: its series."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.config import parse_config
 from exporter.exposition import render_probes
-from exporter.state import SETTLE_RUNS, SETTLE_SECONDS, ProbeState
+from exporter.probe_state import SETTLE_RUNS, SETTLE_SECONDS, ProbeState
 from probes.base import MESSAGE_LIMIT, Result
 
 T0 = 1_800_000_000.0  # a Unix time; runs are placed on the time line by their start
