@@ -208,9 +208,10 @@ def parse_probe(
 
     kind_name: Any = raw.get("kind")
     kind_cls = None
+    known = kind_names()
     if not isinstance(kind_name, str) or not kind_name:
-        problems.add(at("kind"), "kind", f"is required (one of: {', '.join(kind_names())})")
-    elif kind_name not in kind_names():
+        problems.add(at("kind"), "kind", f"is required (one of: {', '.join(known)})")
+    elif kind_name not in known:
         problems.add(at("kind"), "kind",
                      f"unknown kind {kind_name!r}{hint(kind_name, kind_names())} (known: {', '.join(kind_names())})")
     else:
@@ -310,7 +311,7 @@ def resolve_paths(cls: Any, raw: Any, base: str) -> Any:
     Path options are found by name (``*_file``, ``cwd``) in the kind's Options
     dataclass and the dataclasses nested in it; other values are untouched.
     """
-    if not base or not isinstance(raw, dict):
+    if not base or not raw or not isinstance(raw, dict):
         return raw
     shape = option_shape(cls)
     if shape is None:
