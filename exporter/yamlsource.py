@@ -120,6 +120,7 @@ def _fast_load(text: str) -> Any:
         # Each open container: [object, is_mapping, pending key].
         stack: list[list[Any]] = []
         root: Any = None
+        plain_tags: dict[str, str] = {}
         ended = False  # the loop stopped at the document's end (an empty document)
         while True:
             event = get()
@@ -129,11 +130,15 @@ def _fast_load(text: str) -> Any:
                     raise _Fallback
                 value = event.value
                 if event.implicit[0] and event.tag is None:
-                    tag = _STR
-                    for rtag, regexp in (resolvers.get(value[0] if value else "", []) + wildcard):
-                        if regexp.match(value):
-                            tag = rtag
-                            break
+                    tag = plain_tags.get(value)
+                    if tag is None:  # the resolver's own rule, remembered per text
+                        tag = _STR
+                        for rtag, regexp in (resolvers.get(value[0] if value else "", []) + wildcard):
+                            if regexp.match(value):
+                                tag = rtag
+                                break
+                        if len(value) < 32:
+                            plain_tags[value] = tag
                     if tag != _STR:
                         if tag not in _SCALAR_TAGS:
                             raise _Fallback
