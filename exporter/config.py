@@ -317,8 +317,10 @@ def _simple_probe(raw: LineDict, defaults: Defaults, source: str) -> ProbeSpec |
         if _SIMPLE_KEYS.get(key) is not type(value):
             return None
     name, kind_name, target = raw.get("name"), raw.get("kind"), raw.get("target")
+    # ASCII texts this short, booleans and the integers the ranges take are within every
+    # bound limits.data_problems sets (period and timeout: parse_duration reads ASCII only).
     if (not name or not kind_name or len(name) > limits.MAX_NAME or not name.isascii()
-            or not NAME_RE.match(name) or limits.data_problems(raw)):
+            or not NAME_RE.match(name) or (target is not None and not target.isascii())):
         return None
     try:
         kind_cls = get_kind(kind_name)

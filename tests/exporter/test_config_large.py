@@ -89,3 +89,50 @@ def test_fast_path_builds_what_the_node_based_loader_builds(text: str) -> None:
     except _Fallback:
         return  # the node-based loader's own result stands
     assert fast == expected
+
+
+SIMPLE_PROBES = [
+    {"name": "ok", "kind": "tcp", "target": "127.0.0.1:9"},
+    {"name": "ok", "kind": "tcp", "target": "127.0.0.1:9", "period": "5s", "timeout": "1s",
+     "failures": 7, "active": False, "histogram": True},
+    {"name": "ok", "kind": "tcp", "target": "${listen}"},
+    {"name": "ok", "kind": "http"},  # the kind's default target
+    {"name": "ok", "kind": "command", "target": "x"},  # a required option missing
+    {"name": "ok", "kind": "tcp", "target": "127.0.0.1:9", "period": "5ms"},
+    {"name": "ok", "kind": "tcp", "target": "127.0.0.1:9", "period": "2s", "timeout": "2s"},
+    {"name": "ok", "kind": "tcp", "target": "127.0.0.1:9", "timeout": "0.5ms"},
+    {"name": "ok", "kind": "tcp", "target": "127.0.0.1:9", "failures": 0},
+    {"name": "ok", "kind": "tcp", "target": "127.0.0.1:9", "failures": 1001},
+    {"name": "ok", "kind": "tcp", "target": "127.0.0.1:9", "period": "soon"},
+    {"name": "b d", "kind": "tcp", "target": "127.0.0.1:9"},
+    {"name": "n" * 129, "kind": "tcp", "target": "127.0.0.1:9"},
+    {"name": "ok", "kind": "tcp", "target": ""},
+    {"name": "ok", "kind": "tcp", "target": "x" * 2049},
+    {"name": "ok", "kind": "tcp", "target": "no-port"},
+    {"name": "ok", "kind": "tpc", "target": "127.0.0.1:9"},
+    {"name": "", "kind": "tcp", "target": "127.0.0.1:9"},
+    {"kind": "tcp", "target": "127.0.0.1:9"},
+    {"name": "ok", "target": "127.0.0.1:9"},
+    {"name": "ok", "kind": "tcp", "target": "h\u00f4te.example:9"},
+    {"name": "ok", "kind": "tcp", "target": "127.0.0.1:9\ud800"},
+    {"name": "ok", "kind": "tcp", "target": "127.0.0.1:9", "period": "1\ud800s"},
+    {"name": "ok", "kind": "tc\ud800", "target": "127.0.0.1:9"},
+    {"name": "ok", "kind": "tcp", "target": "127.0.0.1:9", "failures": 2**60},
+    {"name": "ok", "kind": "tcp", "target": "127.0.0.1:9", "period": "1" * 70000},
+]
+
+
+@pytest.mark.parametrize("raw", SIMPLE_PROBES, ids=[str(i) for i in range(len(SIMPLE_PROBES))])
+def test_simple_probes_get_the_general_paths_spec_and_problems(raw: dict[str, Any]) -> None:
+    from exporter.config import Defaults, parse_probe
+    from exporter.problems import Problems
+
+    lined = LineDict(raw)
+    lined.line = 7
+    lined.key_lines = {key: 7 + i for i, key in enumerate(raw)}
+    defaults = Defaults(period=10.0, labels={"team": "x"})
+    fast_problems, general_problems = Problems(), Problems()
+    fast = parse_probe(lined, defaults, fast_problems, line=7)
+    general = parse_probe(dict(raw), defaults, general_problems, line=7)  # a plain dict: the general path
+    assert fast == general
+    assert [(p.key, p.message) for p in fast_problems] == [(p.key, p.message) for p in general_problems]
