@@ -480,7 +480,8 @@ def _parse_config(text: str, path: str, check_env: bool) -> Config:
             if message:
                 problems.add(line, spec.kind, message)
                 spec = None
-        located += problems.located(path, where)
+        if problems:
+            located += problems.located(path, where)
         if spec is not None:
             specs.append(spec)
     if located:

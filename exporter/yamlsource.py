@@ -117,8 +117,13 @@ def _fast_load(text: str) -> Any:
         if isinstance(parser.peek_event(), events.StreamEndEvent):
             return None
         get()  # DocumentStart
-        # Each open container: [object, is_mapping, pending key].
-        stack: list[list[Any]] = []
+        # The open container, whether it is a mapping, its key_lines or item_lines, and the
+        # key read but not yet given a value; ``stack`` saves those of the enclosing ones.
+        stack: list[tuple[Any, bool, Any, Any]] = []
+        container: Any = None
+        is_map = False
+        lines: Any = None
+        key: Any = None
         root: Any = None
         plain_tags: dict[str, str] = {}
         ended = False  # the loop stopped at the document's end (an empty document)
@@ -144,52 +149,56 @@ def _fast_load(text: str) -> Any:
                             raise _Fallback
                         node = node_cls(tag, value, event.start_mark, event.end_mark, event.style)
                         value = constructors[tag](parser, node)
-                item: Any = value
-                line = event.start_mark.line + 1
+                if container is None:
+                    root = value
+                    break
+                if is_map:
+                    if key is None:
+                        if type(value) is not str or value in lines or value == "<<":
+                            raise _Fallback
+                        key = value
+                        lines[value] = event.start_mark.line + 1
+                    else:
+                        container[key] = value
+                        key = None
+                else:
+                    container.append(value)
+                    lines.append(event.start_mark.line + 1)
             elif cls is map_start or cls is seq_start:
                 if event.anchor is not None or event.tag is not None or len(stack) >= _MAX_FAST_DEPTH:
                     raise _Fallback
                 line = event.start_mark.line + 1
+                item: Any
+                new_lines: Any
                 if cls is map_start:
                     item = LineDict()
-                    item.key_lines = {}
+                    item.key_lines = new_lines = {}
                 else:
                     item = LineList()
-                    item.item_lines = []
+                    item.item_lines = new_lines = []
                 item.line = line
+                if container is None:
+                    root = item
+                else:
+                    if is_map:
+                        if key is None:  # a mapping or list as a key
+                            raise _Fallback
+                        container[key] = item
+                        key = None
+                    else:
+                        container.append(item)
+                        lines.append(line)
+                    stack.append((container, is_map, lines, None))
+                container, is_map, lines, key = item, cls is map_start, new_lines, None
             elif cls is map_end or cls is seq_end:
-                done = stack.pop()[0]
                 if not stack:
-                    root = done
                     break
-                continue
+                container, is_map, lines, key = stack.pop()
             elif cls is events.DocumentEndEvent:
                 ended = True
                 break
             else:  # an alias
                 raise _Fallback
-            if not stack:
-                root = item
-                if cls is scalar_ev:
-                    break
-            else:
-                top = stack[-1]
-                container = top[0]
-                if top[1]:
-                    key = top[2]
-                    if key is None:
-                        if type(item) is not str or item in container.key_lines or item == "<<":
-                            raise _Fallback
-                        top[2] = item
-                        container.key_lines[item] = line
-                        continue
-                    container[key] = item
-                    top[2] = None
-                else:
-                    container.append(item)
-                    container.item_lines.append(line)
-            if cls is not scalar_ev:
-                stack.append([item, cls is map_start, None])
         if not ended and not isinstance(get(), events.DocumentEndEvent):
             raise _Fallback
         if not isinstance(parser.peek_event(), events.StreamEndEvent):
