@@ -305,11 +305,6 @@ _SIMPLE_KEYS = {"name": str, "kind": str, "target": str, "period": str, "timeout
                 "active": bool, "failures": int, "histogram": bool}
 
 
-# Whether a kind's options, all at their defaults, pass build() and check(); found once per
-# kind in each load (parse_config clears it, so a check that reads the system reads it anew).
-_DEFAULT_OPTIONS_OK: dict[type, bool] = {}
-
-
 def _simple_probe(raw: LineDict, defaults: Defaults, source: str) -> ProbeSpec | None:
     """The spec of a probe with only plain shared fields, when it is certainly valid; else None.
 
@@ -339,14 +334,10 @@ def _simple_probe(raw: LineDict, defaults: Defaults, source: str) -> ProbeSpec |
     if (not target or len(target) > limits.MAX_TARGET or timeout >= period
             or _range_problems(period, timeout, failures)):
         return None
-    cls = kind_cls.Options
-    if (ok := _DEFAULT_OPTIONS_OK.get(cls)) is None:  # once per kind and load
-        scratch = Problems()
-        ok = _DEFAULT_OPTIONS_OK[cls] = (build(cls, {}, scratch, prefix=f"{kind_name}.") is not None
-                                         and not scratch)
-    if not ok:
+    scratch = Problems()
+    options = build(kind_cls.Options, {}, scratch, prefix=f"{kind_name}.", line=raw.line)
+    if options is None or scratch:
         return None
-    options = cls()  # what build() makes of an absent block once it passed
     spec = ProbeSpec(
         name=name,
         kind=kind_name,
@@ -428,7 +419,6 @@ def parse_config(text: str, path: str, check_env: bool = True) -> Config:
     # collector would walk them over and over for nothing.
     enabled = gc.isenabled()
     gc.disable()
-    _DEFAULT_OPTIONS_OK.clear()
     try:
         return _parse_config(text, path, check_env)
     finally:
