@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import gc
 import os
 import re
 import stat
@@ -20,7 +21,7 @@ from probes.registry import KindUnavailable, get_kind, kind_names
 from probes.spec import ProbeSpec
 
 from . import limits
-from .durations import format_duration
+from .durations import format_duration, parse_duration
 from .options import Duration, build, did_you_mean, hint, option_shape
 from .problems import ConfigError, ConfigProblem, Problems
 from .yamlsource import LineDict, LineList, YamlError, load_yaml
@@ -48,6 +49,10 @@ class Defaults:
     failures: int = 3
     labels: dict[str, str] = field(default_factory=dict)
     histogram: bool = False  # export probewatch_probe_duration_seconds (12 series a probe)
+
+    def sorted_labels(self) -> tuple[tuple[str, str], ...]:
+        """The labels as a probe without its own labels carries them."""
+        return tuple(sorted(self.labels.items()))
 
     def check(self) -> list[tuple[str, str]]:
         out = _range_problems(self.period, self.timeout, self.failures)
@@ -182,6 +187,8 @@ def parse_probe(
     ``base`` is the config file's folder: relative paths in the kind's options
     are taken from there (see ``resolve_paths``).
     """
+    if type(raw) is LineDict and (spec := _simple_probe(raw, defaults, source)) is not None:
+        return spec
     before = len(problems)
     if not isinstance(raw, dict):
         problems.add(line, "", "must be a mapping with name, kind, target and options")
@@ -208,9 +215,10 @@ def parse_probe(
 
     kind_name: Any = raw.get("kind")
     kind_cls = None
+    known = kind_names()
     if not isinstance(kind_name, str) or not kind_name:
-        problems.add(at("kind"), "kind", f"is required (one of: {', '.join(kind_names())})")
-    elif kind_name not in kind_names():
+        problems.add(at("kind"), "kind", f"is required (one of: {', '.join(known)})")
+    elif kind_name not in known:
         problems.add(at("kind"), "kind",
                      f"unknown kind {kind_name!r}{hint(kind_name, kind_names())} (known: {', '.join(kind_names())})")
     else:
@@ -292,6 +300,60 @@ def parse_probe(
     return None if len(problems) > before else spec
 
 
+# The keys a probe may hold for _simple_probe, with the type each must have there.
+_SIMPLE_KEYS = {"name": str, "kind": str, "target": str, "period": str, "timeout": str,
+                "active": bool, "failures": int, "histogram": bool}
+
+
+def _simple_probe(raw: LineDict, defaults: Defaults, source: str) -> ProbeSpec | None:
+    """The spec of a probe with only plain shared fields, when it is certainly valid; else None.
+
+    Most of a large config is such probes (name, kind, target, maybe period or
+    timeout, no options block).  This skips the general path's introspection;
+    it decides nothing on its own: anything it does not take, or would find a
+    problem in, goes the general way, which says what is wrong and where.
+    """
+    for key, value in raw.items():
+        if _SIMPLE_KEYS.get(key) is not type(value):
+            return None
+    name, kind_name, target = raw.get("name"), raw.get("kind"), raw.get("target")
+    # ASCII texts this short, booleans and the integers the ranges take are within every
+    # bound limits.data_problems sets (period and timeout: parse_duration reads ASCII only).
+    if (not name or not kind_name or len(name) > limits.MAX_NAME or not name.isascii()
+            or not NAME_RE.match(name) or (target is not None and not target.isascii())):
+        return None
+    try:
+        kind_cls = get_kind(kind_name)
+        period = parse_duration(raw["period"]) if "period" in raw else defaults.period
+        timeout_set = parse_duration(raw["timeout"]) if "timeout" in raw else defaults.timeout
+    except (KeyError, KindUnavailable, ValueError):
+        return None
+    failures = raw.get("failures", defaults.failures)
+    timeout = timeout_set if timeout_set is not None else min(DEFAULT_TIMEOUT, round(period * 0.8, 3))
+    target = (target or kind_cls.default_target or "").replace("${listen}", LISTEN["address"])
+    if (not target or len(target) > limits.MAX_TARGET or timeout >= period
+            or _range_problems(period, timeout, failures)):
+        return None
+    scratch = Problems()
+    options = build(kind_cls.Options, {}, scratch, prefix=f"{kind_name}.", line=raw.line)
+    if options is None or scratch:
+        return None
+    spec = ProbeSpec(
+        name=name,
+        kind=kind_name,
+        target=target,
+        period=period,
+        timeout=timeout,
+        active=raw.get("active", True),
+        labels=defaults.sorted_labels(),
+        failures=failures,
+        options=options,
+        source=source,
+        histogram=bool(raw.get("histogram", defaults.histogram)),
+    )
+    return None if kind_cls.validate(spec) else spec
+
+
 # Option keys holding a path besides every ``*_file`` key (ca_file, key_file,
 # password_file, bearer_token_file, ...).
 PATH_KEYS = frozenset({"cwd"})
@@ -310,7 +372,7 @@ def resolve_paths(cls: Any, raw: Any, base: str) -> Any:
     Path options are found by name (``*_file``, ``cwd``) in the kind's Options
     dataclass and the dataclasses nested in it; other values are untouched.
     """
-    if not base or not isinstance(raw, dict):
+    if not base or not raw or not isinstance(raw, dict):
         return raw
     shape = option_shape(cls)
     if shape is None:
@@ -353,6 +415,18 @@ def _section(data: LineDict, key: str, cls: type[S], path: str, located: list[Co
 
 def parse_config(text: str, path: str, check_env: bool = True) -> Config:
     """Parse config text; raise ConfigError with every problem found."""
+    # A large config builds hundreds of thousands of objects and no cycles: the cyclic
+    # collector would walk them over and over for nothing.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _parse_config(text, path, check_env)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _parse_config(text: str, path: str, check_env: bool) -> Config:
     try:
         data = load_yaml(text)
     except YamlError as exc:
@@ -406,7 +480,8 @@ def parse_config(text: str, path: str, check_env: bool = True) -> Config:
             if message:
                 problems.add(line, spec.kind, message)
                 spec = None
-        located += problems.located(path, where)
+        if problems:
+            located += problems.located(path, where)
         if spec is not None:
             specs.append(spec)
     if located:

@@ -43,8 +43,30 @@ def bad_text(text: str) -> str:
     return ""
 
 
+def _flat_ok(value: dict[Any, Any]) -> bool:
+    """True for a mapping of ASCII string keys to short ASCII strings, booleans and small
+    integers: a probe as most configs write it, within every bound without the walk below."""
+    if len(value) > MAX_ITEMS:
+        return False
+    for key, item in value.items():
+        if type(key) is not str or len(key) > MAX_KEY or not key.isascii():
+            return False
+        kind = type(item)
+        if kind is str:
+            if len(item) > MAX_STRING or not item.isascii():
+                return False
+        elif kind is int:
+            if abs(item) > MAX_INT:
+                return False
+        elif kind is not bool:
+            return False
+    return True
+
+
 def data_problems(value: Any, prefix: str = "") -> list[tuple[str, str]]:
     """(key, message) for every value in ``value`` out of bounds; walks without recursion."""
+    if isinstance(value, dict) and _flat_ok(value):
+        return []
     out: list[tuple[str, str]] = []
     stack: list[tuple[str, Any, int]] = [(prefix, value, 0)]
     seen = 0

@@ -87,6 +87,9 @@ def hint(word: Any, choices: Any) -> str:
 
 def convert(value: Any, tp: Any, key: str, line: int, problems: Problems) -> Any:
     """Convert ``value`` to ``tp``; record problems under ``key``; raise _Bad on failure."""
+    kind = type(value)
+    if tp is kind and kind in _PLAIN:  # the common case, without the typing introspection below
+        return value
     origin = get_origin(tp)
     if tp is Duration:
         try:
@@ -182,6 +185,10 @@ def convert(value: Any, tp: Any, key: str, line: int, problems: Problems) -> Any
     raise _Bad
 
 
+# Types whose values YAML and JSON give as they are (an int is not taken for a float or a bool).
+_PLAIN = frozenset({str, int, bool})
+
+
 def _same_shape(value: Any, tp: Any) -> bool:
     origin = get_origin(tp) or tp
     if isinstance(value, dict):
@@ -210,6 +217,15 @@ def _shape(cls: Any) -> tuple[dict[str, Any], dict[str, dataclasses.Field[Any]],
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     aliases = {f.metadata.get("key", f.name): f.name for f in fields.values()}
     return hints, fields, aliases
+
+
+@functools.cache
+def _plan(cls: Any) -> tuple[tuple[str, ...], bool]:
+    """The required fields of a dataclass and whether it has a ``check()`` (once per class)."""
+    _, fields, _ = _shape(cls)
+    required = tuple(k for k, f in fields.items()
+                     if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+    return required, callable(getattr(cls, "check", None))
 
 
 def option_shape(tp: Any) -> tuple[dict[str, Any], dict[str, str]] | None:
@@ -260,21 +276,19 @@ def build(cls: Any, raw: dict[str, Any], problems: Problems, prefix: str = "", l
         name = aliases[key]
         with contextlib.suppress(_Bad):
             kwargs[name] = convert(value, hints[name], prefix + key, kline, problems)
+    required, has_check = _plan(cls)
     missing = [
         k
-        for k, f in fields.items()
-        if f.default is dataclasses.MISSING
-        and f.default_factory is dataclasses.MISSING
-        and k not in kwargs
-        and not any(p.key == prefix + f.metadata.get("key", k) for p in problems[before:])
+        for k in required
+        if k not in kwargs
+        and not any(p.key == prefix + fields[k].metadata.get("key", k) for p in problems[before:])
     ]
     for k in missing:
         problems.add(base_line, prefix + fields[k].metadata.get("key", k), "is required")
     if len(problems) > before:
         return None
     obj = cls(**kwargs)
-    check = getattr(obj, "check", None)
-    if callable(check):
+    if has_check and callable(check := getattr(obj, "check", None)):
         problems.add_pairs(check() or (), lambda key: _line(raw, key.split(".")[0].split("[")[0], base_line),
                            prefix)
         if len(problems) > before:
