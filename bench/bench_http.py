@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import socket
 import statistics
 import subprocess
@@ -42,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
     Exporter,
     cpu_seconds,
+    find_blackbox,
     free_port,
     lag_quantile,
     machine,
@@ -51,7 +51,6 @@ from common import (
     sum_series,
 )
 
-BLACKBOX = "prometheus-blackbox-exporter"
 
 SERVER = """
 import sys
@@ -84,21 +83,6 @@ def runqueue_wait(pid: int) -> float:
     except (OSError, IndexError, ValueError):
         pass
     return total / 1e9
-
-
-def find_blackbox() -> str:
-    path = shutil.which(BLACKBOX) or shutil.which("blackbox_exporter")
-    if path:
-        return path
-    if os.geteuid() == 0 and shutil.which("apt-get"):
-        print(f"installing {BLACKBOX} with apt-get ...", flush=True)
-        subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", BLACKBOX],
-                       check=False, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-                       stdout=subprocess.DEVNULL)
-        path = shutil.which(BLACKBOX)
-    if not path:
-        raise SystemExit(f"{BLACKBOX} not found: apt-get install {BLACKBOX}")
-    return path
 
 
 def wait_http(url: str, proc: subprocess.Popen[bytes], what: str) -> None:

@@ -39,6 +39,7 @@ from common import (
     own_series,
     report,
     save,
+    stop,
     sum_series,
 )
 
@@ -87,12 +88,7 @@ def sip_peer() -> Iterator[tuple[str, str]]:
             raise SystemExit(f"the SIP peer ({what}) did not start")
         yield f"sip:127.0.0.1:{port}", what
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def measure(kind: str, config: Path, probes: int, args: argparse.Namespace) -> dict[str, object]:

@@ -29,8 +29,8 @@ def _sip_available() -> bool:
 def test_mask_text_and_mask_value() -> None:
     assert mask_text("http://user:hunter2@h/") == "http://user:***@h/"
     assert mask_text("https://tok123@h/x") == "https://***@h/x"
-    assert mask_text("sip:alice:sippw@127.0.0.1:5060;transport=tcp") == \
-        "sip:alice:***@127.0.0.1:5060;transport=tcp"
+    assert mask_text("sip:alice:sippw@127.0.0.1;transport=tcp") == \
+        "sip:alice:***@127.0.0.1;transport=tcp"
     assert mask_text("sip:alice@127.0.0.1") == "sip:alice@127.0.0.1"
     assert mask_text("http://h/?a=1&api_key=key123&b=2") == "http://h/?a=1&api_key=***&b=2"
     assert mask_text("127.0.0.1:22") == "127.0.0.1:22"
@@ -51,7 +51,7 @@ def test_secrets_are_masked_everywhere_they_are_shown(tmp_path: Path) -> None:
             f"  - {{name: web, kind: http, target: '{target}', period: 200ms, timeout: 150ms,\n"
             "     http: {headers: {X-Api-Key: key123, Cookie: 'c=cookie123', X-Session: jar456},\n"
             "            body_regex: nothere}}\n"
-            "  - {name: phone, kind: sip, active: false, target: 'sip:alice:sippw@127.0.0.1:5060'}\n")
+            "  - {name: phone, kind: sip, active: false, target: 'sip:alice:sippw@127.0.0.1'}\n")
         with serve(config, "--log.level=debug") as pw:
             wait_for(lambda: (pw.value("probewatch_probe_runs_total", probe="web") or 0) >= 2,
                      what="two runs")
@@ -68,7 +68,7 @@ def test_secrets_are_masked_everywhere_they_are_shown(tmp_path: Path) -> None:
         for secret in SECRETS:
             assert secret not in text, f"{secret!r} shown in {where}"
     assert 'target="http://user:***@127.0.0.1:' in shown["/metrics"]
-    assert "sip:alice:***@127.0.0.1:5060" in shown["/api/v1/probes"]
+    assert "sip:alice:***@127.0.0.1" in shown["/api/v1/probes"]
     assert '"X-Api-Key": "***"' in shown["/api/v1/probes/web"]
     assert "user:***@" in shown["probewatch probe"]
 
