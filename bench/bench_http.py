@@ -51,7 +51,6 @@ from common import (
     sum_series,
 )
 
-
 SERVER = """
 import sys
 from aiohttp import web
