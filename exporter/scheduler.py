@@ -58,10 +58,17 @@ _raised = Throttle(log, "probe {what} raised {count} more time{s} in the last {s
 
 
 # A probe whose slot is later than this after a start runs once early too, at
-# phase(name, FIRST_RUN_SPREAD), so /status reflects every active probe within a
-# few seconds of a start whatever the periods (load balancers drop a backend
-# that answers 503).  Later runs keep their slot, spread over the whole period.
+# phase(name, spread), so /status reflects every active probe within a few
+# seconds of a start whatever the periods (load balancers drop a backend that
+# answers 503).  Later runs keep their slot, spread over the whole period.
 FIRST_RUN_SPREAD = 3.0
+# The early runs are extra work on top of the probes' own slots: they are spread
+# over more than FIRST_RUN_SPREAD when there are more new probes than this many
+# a second would start in it (50,000 probes on one process: 12.5 s), and a batch
+# of them whose timer fires more than EARLY_LATE late is dropped (those probes
+# run at their slots), so a start never makes the probes' own runs late.
+EARLY_RUNS_PER_SECOND = 4000.0
+EARLY_LATE = 0.1
 
 
 # The loop's default executor serves getaddrinfo for the kinds that resolve
@@ -131,6 +138,11 @@ def freeze_gc() -> None:
     once; the collector only finds cycles.
     """
     gc.freeze()
+
+
+def early_spread(new_probes: int) -> float:
+    """Seconds over which the early first runs of ``new_probes`` new active probes are spread."""
+    return max(FIRST_RUN_SPREAD, new_probes / EARLY_RUNS_PER_SECOND)
 
 
 def phase(name: str, period: float) -> float:
@@ -331,6 +343,8 @@ class Scheduler:
         old = self._entries
         new: dict[str, _Entry] = {}
         wall = time.time() - loop.time()
+        spread = early_spread(sum(1 for s in specs if s.active and s.name not in old))
+        early_slots: dict[int, list[_Entry]] = {}
         for spec in specs:
             entry = old.get(spec.name)
             if entry is not None and entry.state.spec.fingerprint == spec.fingerprint:
@@ -344,10 +358,12 @@ class Scheduler:
             if spec.active:
                 entry.next_at = loop.time() + phase(spec.name, spec.period)
                 self._arm(entry, wall)
-                early = phase(spec.name, min(spec.period, FIRST_RUN_SPREAD))
+                early = phase(spec.name, min(spec.period, spread))
                 if entry.next_at - loop.time() > early:
-                    loop.call_later(early, self._early_run, entry, loop)
+                    early_slots.setdefault(slot_of(loop.time() + early), []).append(entry)
             new[spec.name] = entry
+        for k, batch in early_slots.items():
+            loop.call_at(k * SLOT, self._early_runs, batch, k * SLOT, loop)
         stale = [e for name, e in old.items() if new.get(name) is not e]
         self._entries = new
         for entry in stale:
@@ -371,11 +387,18 @@ class Scheduler:
         entry.state.next_run_at = k * SLOT + wall
         self._wheel.add_start(k, entry)
 
-    def _early_run(self, entry: _Entry, loop: asyncio.AbstractEventLoop) -> None:
-        """The extra first run of a probe whose slot is late (see FIRST_RUN_SPREAD)."""
-        if entry.live and entry.state.runs_total == 0 and not entry.busy:
-            now = loop.time()
-            self._start(entry, loop, now, time.time() - now)
+    def _early_runs(self, batch: list[_Entry], at: float, loop: asyncio.AbstractEventLoop) -> None:
+        """The extra first runs of the probes whose slot is late (see FIRST_RUN_SPREAD).
+
+        Dropped when the loop is EARLY_LATE behind: they would only add to its backlog.
+        """
+        now = loop.time()
+        if now - at > EARLY_LATE:
+            return
+        wall = time.time() - now
+        for entry in batch:
+            if entry.live and entry.state.runs_total == 0 and not entry.busy:
+                self._start(entry, loop, now, wall)
 
     def _start(self, entry: _Entry, loop: asyncio.AbstractEventLoop, slot: float, wall: float) -> None:
         entry.run_seq += 1

@@ -11,8 +11,9 @@ from typing import Any, ClassVar
 
 import pytest
 
+from exporter import scheduler as scheduler_module
 from exporter.config import parse_config
-from exporter.scheduler import Scheduler, phase
+from exporter.scheduler import EARLY_RUNS_PER_SECOND, FIRST_RUN_SPREAD, Scheduler, early_spread, phase
 from exporter.telemetry import Telemetry
 from probes import registry
 from probes.base import Kind, Result
@@ -214,3 +215,28 @@ def test_every_run_started_or_skipped_is_one_lag_observation(scheduler) -> None:
     assert started >= 1000
     assert sum(counts) >= started - 200  # the early first runs are not slots: not observed
     assert sum(counts) <= started + 200
+
+
+def test_early_first_runs_keep_to_their_budget_and_reach_every_probe(scheduler, monkeypatch) -> None:
+    # 600 new probes with slots an hour away: each runs once early.  At 200 early
+    # runs a second they are spread over 3 s (not all in FIRST_RUN_SPREAD's 3 s at
+    # once, which is what made 100,000 probes' start fall behind their slots).
+    monkeypatch.setattr(scheduler_module, "EARLY_RUNS_PER_SECOND", 200.0)
+    lines = "\n".join(f"  - {{name: p{i}, kind: testkind, target: x, period: 1h}}" for i in range(600))
+    t0 = time.monotonic()
+    scheduler.apply(specs("probes:\n" + lines))
+    wait(lambda: len(_TestKind.starts) >= 300, timeout=10)
+    half = time.monotonic() - t0
+    wait(lambda: min(s.runs_total for s in scheduler.states()) >= 1, timeout=10)
+    every = time.monotonic() - t0
+    assert half >= 1.0, f"half of the early runs came {half:.2f}s after the start: not spread"
+    assert every < 6.0, f"every probe had run only {every:.2f}s after the start"
+    # Once early, then at its slot: a second run only for the few whose slot has come.
+    slot_came = sum(1 for i in range(600) if phase(f"p{i}", 3600) < time.monotonic() - t0 + 0.5)
+    assert sum(len(v) for v in _TestKind.starts.values()) <= 600 + slot_came
+
+
+def test_early_spread_grows_with_the_new_probes_past_its_minimum() -> None:
+    assert early_spread(0) == FIRST_RUN_SPREAD
+    assert early_spread(100) == FIRST_RUN_SPREAD
+    assert early_spread(int(EARLY_RUNS_PER_SECOND * 10)) == pytest.approx(10.0)
