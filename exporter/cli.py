@@ -26,7 +26,8 @@ from .agent import add_arguments as agent_arguments
 from .config import ConfigError, load_config
 from .durations import parse_duration
 from .exposition import samples_of
-from .options import describe_options, did_you_mean
+from .option_listing import describe_options
+from .options import did_you_mean
 from .probe_state import ProbeState
 from .routing import Router
 from .service import Exporter
