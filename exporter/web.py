@@ -138,7 +138,7 @@ class WebServer:
                                keepalive_timeout=IDLE_TIMEOUT,
                                logger=ProtocolLog(logging.getLogger("probewatch.web"), {}),
                                access_log=None)
-        # TLS, when configured, is started per connection by _TlsGate, not here.
+        # TLS, when configured, is started per connection by the connection server (web_connections._TlsGate), not here.
         # asyncio accepts up to `backlog` sockets per wake-up before any protocol
         # can refuse one: keep that batch small so a flood cannot take the open
         # files past the cap, then give the kernel's queue its full length.
