@@ -26,20 +26,16 @@ from .agent import add_arguments as agent_arguments
 from .config import ConfigError, load_config
 from .durations import parse_duration
 from .exposition import samples_of
-from .options import describe_options, did_you_mean
+from .option_listing import describe_options
+from .options import did_you_mean
 from .probe_state import ProbeState
+from .routing import Router
 from .service import Exporter
 from .sharding import Shard, ordinal_from_hostname, parse_shard
 from .status import attach as attach_status
 from .status.store import api_problems
-from .web import (
-    DEFAULT_MAX_CONNECTIONS,
-    Router,
-    WebServer,
-    connection_cap,
-    parse_listen_address,
-    raise_open_files_limit,
-)
+from .web import DEFAULT_MAX_CONNECTIONS, WebServer, parse_listen_address
+from .web_connections import connection_cap, raise_open_files_limit
 from .webconfig import WebConfig, load_web_config
 from .workers import parse_workers
 

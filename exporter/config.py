@@ -206,7 +206,11 @@ def parse_probe(
         return None
 
     name: Any = raw.get("name")
-    if not isinstance(name, str) or not name:
+    if isinstance(name, bool):  # `name: off` or `name: yes`: YAML 1.1 took the word for a boolean
+        spellings = "on, yes or true" if name else "off, no or false"
+        problems.add(at("name"), "name", f"was read as the boolean {str(name).lower()}, not as text (unquoted, "
+                                         f"YAML takes {spellings} for {str(name).lower()}); quote it")
+    elif not isinstance(name, str) or not name:
         problems.add(at("name"), "name", "is required (letters, digits, _ . -)")
     elif not NAME_RE.match(name):
         problems.add(at("name"), "name", f"{name!r} may hold only letters, digits, _ . and -")

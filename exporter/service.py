@@ -11,16 +11,17 @@ from typing import Protocol
 
 from .config import Config, ConfigError, ProbeSpec, decode_config, load_config, read_config_bytes
 from .exposition import merge_own, render_probes
+from .metrics_route import OPENMETRICS_TYPE as OPENMETRICS_TYPE  # exporter/workers/parent.py imports
+from .metrics_route import TEXT_TYPE as TEXT_TYPE  # these two from here
+from .metrics_route import metrics_response
 from .probe_state import ProbeState
+from .routing import Request, Response, Router
 from .scheduler import Scheduler
 from .sharding import Shard
 from .telemetry import Telemetry
-from .web import Request, Response, Router
 
 log = logging.getLogger("probewatch")
 
-OPENMETRICS_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
-TEXT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # A changed config file is applied once two reads this far apart agree.
 WATCH_SETTLE = 0.5
 WATCH_SETTLE_ROUNDS = 10
@@ -181,9 +182,7 @@ class Exporter:
         router.add("PUT", "/-/reload", self._post_reload)
 
     def _get_metrics(self, request: Request) -> Response:
-        openmetrics = "application/openmetrics-text" in (request.headers.get("Accept") or "")
-        body = self.metrics(openmetrics)
-        return Response(200, body, OPENMETRICS_TYPE if openmetrics else TEXT_TYPE)
+        return metrics_response(request, self.metrics)
 
     def _get_ready(self, request: Request) -> Response:
         if self.ready:

@@ -1,19 +1,18 @@
-"""probewatch's HTTP server: aiohttp on its own event loop thread, with a route table.
+"""probewatch's HTTP server: aiohttp on its own event loop thread, serving a ``Router``.
 
-Routes are (method, regex) -> handler(Request) -> Response, registered with
-``Router.add``.  Handlers are synchronous and may block briefly (rendering
-/metrics, writing the state file), so they run in a small thread pool, never on
-the server's loop and never on the probes' loop.  HEAD is served by the GET
-handler without a body; OPTIONS answers 204 with the allowed methods; an
-unknown path answers 404 and a known path with another method 405 with Allow.
+The routes, and the Request and Response handlers see, are exporter/routing.py's.
+Handlers are synchronous and may block briefly (rendering /metrics, writing the
+state file), so they run in a small thread pool, never on the server's loop and
+never on the probes' loop.
 
 What the server adds around every handler, in one place (``WebServer``):
 strict HTTP/1.1 parsing (aiohttp's: a request with both Transfer-Encoding and
 Content-Length, or a bad length, is answered 400 and the connection closed),
-a listen backlog of ``BACKLOG``, idle, header and body read timeouts, a cap on
-open connections, request bodies limited to ``MAX_BODY`` (413), gzip when the
-client accepts it, the web config's basic auth and headers, ``Server:
-probewatch/VERSION``, and one request line per request at debug level.
+a listen backlog of ``BACKLOG``, idle, header and body read timeouts and a cap
+on open connections (exporter/web_connections.py), request bodies limited to
+``MAX_BODY`` (413), gzip when the client accepts it (exporter/metrics_route.py),
+the web config's basic auth and headers, ``Server: probewatch/VERSION``, and one
+request line per request at debug level.
 """
 
 from __future__ import annotations
@@ -22,17 +21,11 @@ import asyncio
 import concurrent.futures
 import contextlib
 import errno
-import json
 import logging
-import re
-import resource
 import socket
 import ssl
 import threading
 import time
-import zlib
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -41,8 +34,11 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from probes.netaddr import split_listen_address
 
-from . import __version__
 from .logs import Throttle
+from .metrics_route import accepts_gzip as accepts_gzip  # exporter/workers/parent.py imports it from here
+from .metrics_route import encode
+from .routing import Request, Response, Router
+from .web_connections import IDLE_TIMEOUT, SERVER_HEADER, Connection, ConnectionServer, ProtocolLog
 from .webconfig import WebConfig
 
 log = logging.getLogger("probewatch.web")
@@ -54,391 +50,19 @@ _failures = Throttle(log, "{count} more failure{s} ({what}) in the last {seconds
 MAX_BODY = 1 << 20
 BACKLOG = 1024
 ACCEPT_BATCH = 16
-# A connection with no request in progress is closed after IDLE_TIMEOUT; once a
-# request's first byte arrived its headers must be complete within
-# HEADER_TIMEOUT, and its body within BODY_TIMEOUT; a response the client does
-# not read within WRITE_TIMEOUT is abandoned.
-IDLE_TIMEOUT = 60.0
-HEADER_TIMEOUT = 10.0
+# Once a request's headers are in, its body must arrive within BODY_TIMEOUT; a
+# response the client does not read within WRITE_TIMEOUT is abandoned (the
+# idle and header timeouts are the connections': web_connections.py).
 BODY_TIMEOUT = 10.0
 WRITE_TIMEOUT = 120.0
 DEFAULT_MAX_CONNECTIONS = 512
 HANDLER_THREADS = 8
-# Bodies shorter than this go out uncompressed: gzip would not pay for itself.
-GZIP_MIN_BYTES = 1024
-CHUNK_BYTES = 1 << 20
-SERVER_HEADER = f"probewatch/{__version__}"
-
-
-@dataclass
-class Request:
-    method: str
-    path: str
-    query: dict[str, list[str]]
-    headers: Any
-    body: bytes
-    params: dict[str, str] = field(default_factory=dict)
-    client: str = ""
-
-    def json(self) -> Any:
-        """The body as JSON; raises ValueError with a message fit for a client."""
-        try:
-            return json.loads(self.body or b"null")
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"body is not valid JSON: {exc}") from None
-
-
-@dataclass
-class Response:
-    status: int = 200
-    body: bytes | list[bytes] = b""  # a list is written piece by piece (large /metrics pages)
-    content_type: str = "text/plain; charset=utf-8"
-    headers: dict[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def json(cls, data: Any, status: int = 200, **kw: Any) -> Response:
-        return cls(status, (json.dumps(data, indent=1) + "\n").encode(), "application/json", **kw)
-
-    @classmethod
-    def text(cls, text: str, status: int = 200, **kw: Any) -> Response:
-        return cls(status, text.encode(), **kw)
-
-    def pieces(self) -> list[bytes]:
-        return self.body if isinstance(self.body, list) else [self.body]
-
-
-Handler = Callable[[Request], Response]
-
-
-class Router:
-    def __init__(self) -> None:
-        self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
-        self._bearer: set[tuple[str, str]] = set()
-
-    def add(self, method: str, pattern: str, handler: Handler, *, bearer_auth: bool = False) -> None:
-        """Route METHOD PATTERN to handler.  ``bearer_auth``: the handler checks an
-        ``Authorization: Bearer`` token itself, so a request carrying one skips the
-        web config's basic auth (both cannot travel in the one header)."""
-        self._routes.append((method, re.compile(f"^{pattern}$"), handler))
-        if bearer_auth:
-            self._bearer.add((method, pattern))
-
-    def checks_bearer(self, method: str, path: str) -> bool:
-        return any(m == method and re.match(f"^{p}$", path) for m, p in self._bearer)
-
-    def allowed(self, path: str) -> list[str]:
-        methods = {m for m, rx, _ in self._routes if rx.match(path)}
-        if "GET" in methods:
-            methods.add("HEAD")
-        if methods:
-            methods.add("OPTIONS")
-        return sorted(methods)
-
-    def dispatch(self, request: Request) -> Response:
-        method = "GET" if request.method == "HEAD" else request.method
-        for m, rx, handler in self._routes:
-            match = rx.match(request.path)
-            if match and m == method:
-                request.params = match.groupdict()
-                return handler(request)
-        allowed = self.allowed(request.path)
-        if not allowed:
-            return Response.text("not found\n", 404)
-        if request.method == "OPTIONS":
-            return Response(204, headers={"Allow": ", ".join(allowed)})
-        return Response.text(f"method {request.method} not allowed\n", 405,
-                             headers={"Allow": ", ".join(allowed)})
 
 
 def parse_listen_address(text: str) -> tuple[str, int]:
     """HOST:PORT, [V6]:PORT or :PORT; raise ValueError naming what is wrong (probes.netaddr's)."""
     return split_listen_address(text)
 
-
-# -- gzip: the one place that decides ----------------------------------------------
-
-
-def accepts_gzip(accept_encoding: str) -> bool:
-    """Whether an Accept-Encoding value admits gzip (``gzip;q=0`` and ``*;q=0`` refuse it)."""
-    star = None
-    for item in accept_encoding.split(","):
-        coding, _, params = item.strip().partition(";")
-        q = 1.0
-        for param in params.split(";"):
-            name, _, value = param.strip().partition("=")
-            if name.strip().lower() == "q":
-                try:
-                    q = float(value)
-                except ValueError:
-                    q = 0.0
-        coding = coding.strip().lower()
-        if coding in ("gzip", "x-gzip"):
-            return q > 0
-        if coding == "*":
-            star = q > 0
-    return bool(star)
-
-
-def coalesced(pieces: list[bytes], size: int = CHUNK_BYTES) -> list[bytes]:
-    """The pieces joined into chunks of about ``size`` bytes.
-
-    A large /metrics page comes as thousands of small pieces; each write, and
-    each zlib call (which drops and retakes the GIL the probes' loop also
-    wants), costs per call, so both get few large chunks instead."""
-    out: list[bytes] = []
-    batch: list[bytes] = []
-    length = 0
-    for piece in pieces:
-        batch.append(piece)
-        length += len(piece)
-        if length >= size:
-            out.append(b"".join(batch))
-            batch, length = [], 0
-    if batch:
-        out.append(b"".join(batch))
-    return out
-
-
-def gzipped(pieces: list[bytes]) -> bytes:
-    """The pieces as one gzip member, at zlib level 1 (fast; /metrics text shrinks ~18x)."""
-    compressor = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-    out = [compressor.compress(chunk) for chunk in coalesced(pieces, 4 * CHUNK_BYTES)]
-    out.append(compressor.flush())
-    return b"".join(out)
-
-
-def encode(response: Response, accept_encoding: str) -> tuple[list[bytes], str]:
-    """The body to send and its Content-Encoding ('' for identity)."""
-    pieces = response.pieces()
-    if "Content-Encoding" in response.headers:  # encoded by the handler (serve --workers' /metrics)
-        return coalesced(pieces), response.headers["Content-Encoding"]
-    if (response.status >= 200 and response.status not in (204, 304)
-            and sum(len(p) for p in pieces) >= GZIP_MIN_BYTES and accepts_gzip(accept_encoding)):
-        return [gzipped(pieces)], "gzip"
-    return coalesced(pieces), ""
-
-
-# -- file descriptors ----------------------------------------------------------------
-
-
-def raise_open_files_limit() -> int:
-    """Raise the soft RLIMIT_NOFILE to the hard limit; return the soft limit now in force."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or hard > soft:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            soft = hard
-        except (ValueError, OSError) as exc:
-            log.warning("cannot raise the open files limit", extra={"soft": soft, "hard": hard,
-                                                                     "error": str(exc)})
-    return int(soft) if soft != resource.RLIM_INFINITY else 1 << 20
-
-
-def connection_cap(wanted: int, open_files: int) -> int:
-    """At most half the open files go to HTTP connections: the rest stay for probes."""
-    return max(16, min(wanted, open_files // 2))
-
-
-# -- connections ---------------------------------------------------------------------
-
-
-class _Connection(web.RequestHandler):
-    """aiohttp's protocol, with the timestamps the sweeper needs and our error responses."""
-
-    server: _Server
-    idle_since: float
-    first_byte_at: float | None
-    busy: bool
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.idle_since = time.monotonic()
-        self.first_byte_at = None
-        self.busy = False
-        super().connection_made(transport)
-
-    def data_received(self, data: bytes) -> None:
-        if not self.busy and self.first_byte_at is None and data:
-            self.first_byte_at = time.monotonic()
-        super().data_received(data)
-
-    def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None,
-                     message: str | None = None) -> web.StreamResponse:
-        if status == 400 and isinstance(exc, HttpProcessingError):
-            message = f"bad request: {_first_line(exc)}\n"
-        response = super().handle_error(request, status, exc, message)
-        response.headers["Server"] = SERVER_HEADER
-        response.headers.update(self.server.config.headers)
-        return response
-
-
-def _first_line(exc: HttpProcessingError) -> str:
-    lines = (exc.message or str(exc)).strip().splitlines()
-    return lines[0].rstrip(":") if lines else "malformed request"
-
-
-class _ProtocolLog(logging.LoggerAdapter[logging.Logger]):
-    """aiohttp's server logger: a malformed request is one debug line, never a traceback."""
-
-    def exception(self, msg: Any, *args: Any, exc_info: Any = True, **kw: Any) -> None:
-        exc = exc_info if isinstance(exc_info, BaseException) else None
-        text = msg % args if args else str(msg)
-        if isinstance(exc, HttpProcessingError):
-            self.logger.debug("bad request", extra={"detail": text, "error": _first_line(exc)})
-        else:
-            self.logger.error("request failed", extra={"detail": text, "error": repr(exc)})
-
-
-class _Server(web.Server):
-    """aiohttp's low-level server, counting connections and closing idle ones.
-
-    It is the listening socket's protocol factory: plain connections go
-    straight to aiohttp; with TLS each goes through ``_TlsGate``, so that a
-    connection is counted (and can be refused or evicted) from accept on, not
-    only once its handshake is done."""
-
-    def __init__(self, handler: Any, config: WebConfig, max_connections: int, **kw: Any) -> None:
-        super().__init__(handler, **kw)
-        self.config = config
-        self.max_connections = max_connections
-        self.open: dict[_Connection, asyncio.Transport] = {}
-        self.handshaking: dict[asyncio.Transport, float] = {}
-        self.refused = 0
-
-    def __call__(self) -> Any:
-        if self.config.tls is not None:
-            return _TlsGate(self)
-        if not self.admit():
-            return _Refuse()
-        return self.connection()
-
-    def connection(self) -> _Connection:
-        conn = _Connection(self, loop=self._loop, **self._kwargs)
-        conn.server = self
-        return conn
-
-    def admit(self) -> bool:
-        """Room for one more connection, closing the one idle longest if needed."""
-        if len(self.open) + len(self.handshaking) < self.max_connections or self._evict():
-            return True
-        self.refused += 1
-        return False
-
-    def connection_made(self, handler: Any, transport: asyncio.Transport) -> None:
-        super().connection_made(handler, transport)
-        self.open[handler] = transport
-
-    def connection_lost(self, handler: Any, exc: BaseException | None = None) -> None:
-        super().connection_lost(handler, exc)
-        self.open.pop(handler, None)
-
-    def _evict(self) -> bool:
-        """At the cap, drop the connection doing nothing longest (no request, or a
-        TLS handshake not done) so that a new scrape still gets in."""
-        idle = [(c.first_byte_at or c.idle_since, c) for c in self.open if not c.busy]
-        shaking = list(self.handshaking.items())
-        oldest_idle = min(idle, key=lambda x: x[0], default=None)
-        oldest_shake = min(shaking, key=lambda x: x[1], default=None)
-        if oldest_shake is not None and (oldest_idle is None or oldest_shake[1] <= oldest_idle[0]):
-            del self.handshaking[oldest_shake[0]]
-            oldest_shake[0].abort()
-            return True
-        if oldest_idle is not None:
-            self.open.pop(oldest_idle[1]).close()
-            return True
-        return False
-
-    def sweep(self) -> None:
-        now = time.monotonic()
-        for conn, transport in list(self.open.items()):
-            if conn.busy:
-                continue
-            if conn.first_byte_at is not None:
-                expired = now - conn.first_byte_at > HEADER_TIMEOUT
-            else:
-                expired = now - conn.idle_since > IDLE_TIMEOUT
-            if expired:
-                self.open.pop(conn, None)
-                transport.close()
-
-
-class _Refuse(asyncio.Protocol):
-    """Over the cap with every connection busy: answer 503 at once and close."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        body = b"too many connections\n"
-        transport.write(b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n"
-                        b"Content-Type: text/plain; charset=utf-8\r\n"
-                        + f"Server: {SERVER_HEADER}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
-                        + body)
-        transport.close()
-
-
-class _TlsGate(asyncio.Protocol):
-    """A TLS connection from accept to the end of its handshake, then handed to aiohttp."""
-
-    def __init__(self, server: _Server) -> None:
-        self.server = server
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        if not self.server.admit():
-            transport.abort()  # TLS: no plain-text 503 to send; a reset is the fast refusal
-            return
-        transport.pause_reading()  # the ClientHello waits for start_tls
-        self.server.handshaking[transport] = time.monotonic()
-        asyncio.get_running_loop().create_task(self._handshake(transport))
-
-    async def _handshake(self, transport: asyncio.Transport) -> None:
-        server = self.server
-        pending = _Pending()
-        assert server.config.tls is not None
-        try:
-            tls = await asyncio.get_running_loop().start_tls(
-                transport, pending, server.config.tls, server_side=True, ssl_handshake_timeout=HEADER_TIMEOUT)
-        except asyncio.CancelledError:
-            transport.abort()
-            raise
-        except Exception as exc:  # a failed handshake is the client's problem: one debug line
-            log.debug("TLS handshake failed", extra={"client": _peer(transport), "error": str(exc) or repr(exc)})
-            transport.abort()
-            return
-        finally:
-            server.handshaking.pop(transport, None)
-        if tls is None or pending.lost or transport.is_closing():
-            transport.abort()
-            return
-        # The request may have come with the end of the handshake: replay it to aiohttp.
-        conn = server.connection()
-        tls.set_protocol(conn)
-        conn.connection_made(tls)
-        if pending.data:
-            conn.data_received(b"".join(pending.data))
-
-    def data_received(self, data: bytes) -> None:
-        pass  # reading is paused until start_tls takes the transport over
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        pass  # the handshake task sees it
-
-
-class _Pending(asyncio.Protocol):
-    """Holds what arrives between the end of a TLS handshake and aiohttp taking over."""
-
-    def __init__(self) -> None:
-        self.data: list[bytes] = []
-        self.lost = False
-
-    def data_received(self, data: bytes) -> None:
-        self.data.append(data)
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        self.lost = True
-
-
-def _peer(transport: asyncio.BaseTransport) -> str:
-    peer = transport.get_extra_info("peername")
-    return str(peer[0]) if isinstance(peer, tuple) and peer else ""
 
 
 class BodyTooLarge(Exception):
@@ -467,7 +91,7 @@ class WebServer:
         self._pool = concurrent.futures.ThreadPoolExecutor(HANDLER_THREADS, thread_name_prefix="web")
         self._thread = threading.Thread(target=self._run, name="web", daemon=True)
         self._started = threading.Event()
-        self._server: _Server | None = None
+        self._server: ConnectionServer | None = None
         self._listener: asyncio.Server | None = None
         self._error: BaseException | None = None
 
@@ -510,11 +134,11 @@ class WebServer:
         self._loop.close()
 
     async def _listen(self) -> None:
-        self._server = _Server(self._handle, self.config, self.max_connections,
+        self._server = ConnectionServer(self._handle, self.config, self.max_connections,
                                keepalive_timeout=IDLE_TIMEOUT,
-                               logger=_ProtocolLog(logging.getLogger("probewatch.web"), {}),
+                               logger=ProtocolLog(logging.getLogger("probewatch.web"), {}),
                                access_log=None)
-        # TLS, when configured, is started per connection by _TlsGate, not here.
+        # TLS, when configured, is started per connection by the connection server (web_connections._TlsGate), not here.
         # asyncio accepts up to `backlog` sockets per wake-up before any protocol
         # can refuse one: keep that batch small so a flood cannot take the open
         # files past the cap, then give the kernel's queue its full length.
@@ -545,13 +169,13 @@ class WebServer:
 
     async def _handle(self, raw: web.BaseRequest) -> web.StreamResponse:
         conn = raw.protocol
-        if isinstance(conn, _Connection):
+        if isinstance(conn, Connection):
             conn.busy = True
         started = time.monotonic()
         try:
             return await self._respond(raw, started)
         finally:
-            if isinstance(conn, _Connection):
+            if isinstance(conn, Connection):
                 conn.busy = False
                 conn.first_byte_at = None
                 conn.idle_since = time.monotonic()

@@ -42,7 +42,8 @@ from .expectations import (
     expectation_list,
     judge,
 )
-from .http_transport import Request, TooLarge, TransportError, basic_auth_header, proxy_problem, send
+from .http_failures import TooLarge, TransportError
+from .http_transport import Request, basic_auth_header, proxy_problem, send
 from .secret_files import CredentialError, credential_problem, read_credential
 from .tls import TlsOptions, ssl_context, ssl_reason
 

@@ -37,7 +37,8 @@ from .durations import format_duration
 from .netaddr import is_ip
 from .oserrors import os_error_reason
 from .secret_files import CredentialError, read_credential
-from .sip_endpoint import Handle, SipEndpoint, SipUnavailable
+from .sip_endpoint import SipEndpoint, SipUnavailable
+from .sip_handle import Handle
 from .sip_request import Credentials, SipOutcome, SipRequest
 from .spec import ProbeSpec
 from .tls import TlsOptions
@@ -234,7 +235,7 @@ class SipProbe(Kind[SipOptions]):
             # Cut or cancelled: the worker thread hangs the call up and forgets it.
             endpoint.abort(handle.ident)
             raise
-        self._handle = None  # held no longer than the run (sip_endpoint.Handle says why)
+        self._handle = None  # held no longer than the run (sip_handle.Handle says why)
         return self._result(outcome)
 
     async def _request(self) -> SipRequest:

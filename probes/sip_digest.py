@@ -1,7 +1,7 @@
 """Digest answers for OPTIONS challenges (RFC 7616: MD5, SHA-256 and their -sess forms).
 
 pjsua2's ``Account.sendRequest`` does not answer a 401/407 itself, so the SIP worker
-(probes/sip_endpoint.py) resends the OPTIONS with the Authorization computed here.
+(probes/sip_options.py) resends the OPTIONS with the Authorization computed here.
 Calls (INVITE) are answered by pjsua from the account's credentials instead.
 """
 

@@ -4,7 +4,7 @@
 insecure_skip_verify, min_version), checked the same way for each kind;
 ``ssl_context(opts)`` returns the ``ssl.SSLContext`` tcp, http and json use.  sip's
 TLS runs inside pjsip, which takes the same block's files and settings (see
-probes/sip_endpoint.py) instead of a Python context.  Contexts are shared between probes with
+probes/sip_accounts.py) instead of a Python context.  Contexts are shared between probes with
 the same options (loading a CA store costs milliseconds and hundreds of
 kilobytes, too much to repeat for each of a thousand probes) and rebuilt when a
 certificate, key or CA file changes on disk, so renewed files are used without

@@ -102,6 +102,15 @@ def stop(proc: subprocess.Popen[Any], grace: float = 5.0) -> None:
             proc.wait(grace)
 
 
+def pid_running(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie waiting for its reaper (Linux: /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def probewatch_argv(*args: str) -> list[str]:
     """Run the CLI from this checkout with the interpreter running the tests."""
     return [sys.executable, "-m", "exporter.cli", *args]

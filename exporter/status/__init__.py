@@ -15,8 +15,8 @@ import logging
 import threading
 
 from ..config import ProbeSpec, config_dir
+from ..routing import Router
 from ..service import Exporter
-from ..web import Router
 from .api import StatusApi
 from .megaphone import attach as attach_megaphone
 from .page import StatusPage

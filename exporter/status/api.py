@@ -23,9 +23,9 @@ from probes.secret_files import CredentialError, read_credential
 from ..config import Config, config_dir
 from ..limits import parse_json_body
 from ..probe_state import ProbeState
+from ..routing import Request, Response, Router
 from ..service import Exporter
 from ..sharding import Shard
-from ..web import Request, Response, Router
 from .collate import Selection, collate, iso, summary
 from .store import RegisteredProbes, StoreError, command_refused, resolve
 

@@ -22,7 +22,7 @@ from probes.json_status import DEFAULT_LEVELS
 
 from ..config import NAME_RE, Config
 from ..limits import parse_json_body
-from ..web import Request, Response, Router
+from ..routing import Request, Response, Router
 from .api import NO_CACHE, StatusApi, error
 from .collate import describe, iso, level_of
 

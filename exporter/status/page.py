@@ -16,8 +16,8 @@ from collections.abc import Sequence
 
 from ..config import ExternalUrls
 from ..probe_state import ProbeState
+from ..routing import Request, Response
 from ..service import Exporter
-from ..web import Request, Response
 from .collate import Selection
 from .page_filters import DEFAULT_REFRESH, PAGE_SIZE, PageQuery, build_view
 from .page_render import page_html

@@ -70,6 +70,13 @@ def test_builtin_defaults() -> None:
     assert (probe.period, probe.timeout, probe.failures, probe.active) == (30.0, 10.0, 3, True)
 
 
+def test_a_word_yaml_takes_for_a_boolean_is_a_name_once_quoted() -> None:
+    """invalid-name-boolean.yml's advice works: quoted, `off` and `Yes` are names."""
+    probes = parse_config("probes:\n- {name: 'off', kind: tcp, target: 'h:1'}\n"
+                          "- {name: \"Yes\", kind: tcp, target: 'h:2'}\n", "x.yml").probes
+    assert [p.name for p in probes] == ["off", "Yes"]
+
+
 def test_command_target_defaults_to_localhost() -> None:
     (probe,) = parse_config("probes: [{name: c, kind: command, command: {argv: ['true']}}]",
                             "x.yml").probes

@@ -25,6 +25,7 @@ from exporter.scheduler import Scheduler, late_bound
 from exporter.telemetry import Telemetry
 from tests.probes.test_http import LoopbackServer, serving
 from tests.probes.test_sip import sipp
+from tests.support import pid_running
 
 PERIOD, TIMEOUT = "2s", "1.5s"
 SECONDS = 20.0
@@ -147,14 +148,6 @@ def test_hanging_http_targets_never_fail_sip_options(web: LoopbackServer, tmp_pa
                             (cpu_wait(sched) - waited) / SECONDS)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def test_hanging_commands_never_delay_healthy_probes_and_leave_nothing_behind(
         web: LoopbackServer, tmp_path: Path) -> None:
     pids = tmp_path / "pids"
@@ -178,7 +171,7 @@ def test_hanging_commands_never_delay_healthy_probes_and_leave_nothing_behind(
     time.sleep(1.5)  # the last run's SIGKILL comes half a second after its SIGTERM
     started = [int(p) for p in pids.read_text().split()]
     assert len(started) >= 2 * 5 * runs_expected(seconds)
-    left = [pid for pid in started if _alive(pid)]
+    left = [pid for pid in started if pid_running(pid)]
     assert left == [], f"{len(left)} processes of timed-out commands still run"
 
 

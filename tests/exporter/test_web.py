@@ -286,7 +286,8 @@ def test_routes_that_check_a_bearer_token_themselves_pass_basic_auth_by(tmp_path
     """The status API's writes carry a bearer token in Authorization, where basic auth would go."""
     import bcrypt
 
-    from exporter.web import Request, Response, Router, WebServer
+    from exporter.routing import Request, Response, Router
+    from exporter.web import WebServer
     from exporter.webconfig import parse_web_config
 
     def write(request: Request) -> Response:

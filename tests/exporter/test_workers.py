@@ -23,7 +23,7 @@ import yaml
 from tests.deploy.alerting_stack import get_json, serving
 from tests.exporter.exporter_process import Running, serve
 from tests.probes.servers import TcpServer
-from tests.support import ROOT, probewatch_argv, require_binary, wait_for
+from tests.support import ROOT, pid_running, probewatch_argv, require_binary, wait_for
 
 PROBES = 300
 
@@ -52,14 +52,6 @@ def _children(pid: int) -> list[int]:
         except OSError:
             pass
     return sorted(out)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _page(pw: Running, gzip_ok: bool = False) -> tuple[str, dict[str, str]]:
@@ -229,7 +221,7 @@ def test_sigterm_stops_every_worker(tmp_path: Path, listeners: list[TcpServer]) 
         assert re.search(r"\bworker=[01]\b", line.group(0)), line.group(0)
         pw.proc.send_signal(signal.SIGTERM)
         assert pw.proc.wait(20) == 0
-        wait_for(lambda: not any(_alive(p) for p in workers), 10, what="the workers to end")
+        wait_for(lambda: not any(pid_running(p) for p in workers), 10, what="the workers to end")
 
 
 def test_workers_end_when_the_parent_is_killed(tmp_path: Path, listeners: list[TcpServer]) -> None:
@@ -241,7 +233,7 @@ def test_workers_end_when_the_parent_is_killed(tmp_path: Path, listeners: list[T
         pw.proc.send_signal(signal.SIGKILL)
         pw.proc.wait(10)
         # Reparented, they see the end of their channel and stop by themselves.
-        wait_for(lambda: not any(_alive(p) for p in workers), 15, what="the orphaned workers to end")
+        wait_for(lambda: not any(pid_running(p) for p in workers), 15, what="the orphaned workers to end")
 
 
 def test_a_bad_config_fails_as_with_one_process(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from tests.probes.run import run_once
+from tests.support import pid_running
 
 
 def config(block: str, timeout: str = "2s") -> str:
@@ -60,31 +61,22 @@ def test_hanging_command_and_its_children_are_killed_at_the_timeout(tmp_path: Pa
     assert 0.49 < latency < 1.5
     for pid in map(int, pids.read_text().split()):
         for _ in range(50):
-            if not _running(pid):
+            if not pid_running(pid):
                 break
             time.sleep(0.02)
         else:
             raise AssertionError(f"process {pid} of the timed-out command is still running")
 
 
-def _running(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie waiting for its reaper."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def _gone_within(pids: list[int], seconds: float) -> list[int]:
     """The pids still running after ``seconds``."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        alive = [pid for pid in pids if _running(pid)]
+        alive = [pid for pid in pids if pid_running(pid)]
         if not alive:
             return []
         time.sleep(0.02)
-    return [pid for pid in pids if _running(pid)]
+    return [pid for pid in pids if pid_running(pid)]
 
 
 def test_a_background_child_does_not_outlive_a_finished_run(tmp_path: Path) -> None:

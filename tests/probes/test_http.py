@@ -607,29 +607,39 @@ def test_probe_command_exits_1_with_reason_when_down(web: LoopbackServer, tmp_pa
     assert "message: HTTP 503 Service Unavailable, expected 200-399" in lines
 
 
-def test_a_run_cut_at_its_timeout_closes_its_connection_at_once() -> None:
-    """Nothing keeps working for a probe after its timeout: the server sees the close."""
+@contextmanager
+def close_watcher() -> Iterator[tuple[int, list[float]]]:
+    """A server that takes one connection, reads what comes (the request, a TLS hello) and
+    notes when the client closes it: (port, [the close's monotonic time]).  The close is
+    awaited (up to 5 s) when the block ends."""
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(1)
-        port = listener.getsockname()[1]
         closed_after: list[float] = []
 
         def accept_and_wait() -> None:
             conn, _ = listener.accept()
             with conn:
                 conn.settimeout(5)
-                while conn.recv(65536):  # the request, then nothing until the client closes
+                while conn.recv(65536):  # request or TLS hello, then nothing until the close
                     pass
                 closed_after.append(time.monotonic())
 
         thread = threading.Thread(target=accept_and_wait, daemon=True)
         thread.start()
+        try:
+            yield listener.getsockname()[1], closed_after
+        finally:
+            thread.join(5)
+
+
+def test_a_run_cut_at_its_timeout_closes_its_connection_at_once() -> None:
+    """Nothing keeps working for a probe after its timeout: the server sees the close."""
+    with close_watcher() as (port, closed_after):
         started = time.monotonic()
         result = run("http", f"http://127.0.0.1:{port}/never", timeout="300ms")
-        thread.join(5)
-        assert (result.up, result.reason) == (False, "timeout")
-        assert closed_after and closed_after[0] - started < 1.0
+    assert (result.up, result.reason) == (False, "timeout")
+    assert closed_after and closed_after[0] - started < 1.0
 
 
 # --- what the lean client must get right: framing, bad peers, cancellation -----------
@@ -742,22 +752,7 @@ def test_a_peer_that_closes_without_answering_is_named() -> None:
 @pytest.mark.parametrize("scheme", ["http", "https"])
 def test_a_cancelled_run_closes_its_socket_at_once(scheme: str) -> None:
     """The scheduler cancels a run (reload, stop): the peer sees the close right away."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(1)
-        port = listener.getsockname()[1]
-        closed_after: list[float] = []
-
-        def accept_and_wait() -> None:
-            conn, _ = listener.accept()
-            with conn:
-                conn.settimeout(5)
-                while conn.recv(65536):  # request or TLS hello, then nothing until the close
-                    pass
-                closed_after.append(time.monotonic())
-
-        thread = threading.Thread(target=accept_and_wait, daemon=True)
-        thread.start()
+    with close_watcher() as (port, closed_after):
         spec = parse_config(probe_config("http", f"{scheme}://127.0.0.1:{port}/", timeout="5s",
                                          options={"tls": {"insecure_skip_verify": True}}),
                             "t.yml").probes[0]
@@ -771,5 +766,4 @@ def test_a_cancelled_run_closes_its_socket_at_once(scheme: str) -> None:
             return time.monotonic()
 
         cancelled = asyncio.run(cancel_soon())
-        thread.join(5)
-        assert closed_after and closed_after[0] - cancelled < 0.5
+    assert closed_after and closed_after[0] - cancelled < 0.5

@@ -156,7 +156,7 @@ def run_together(specs: list[Any]) -> list[Result]:
 
 def endpoint_calls() -> int:
     endpoint = sip._ENDPOINT
-    return len(endpoint._calls) if endpoint is not None else 0
+    return len(endpoint._calls.placed) if endpoint is not None else 0
 
 
 # --- OPTIONS ---------------------------------------------------------------------------

@@ -25,7 +25,8 @@ if importlib.util.find_spec("pjsua2") is None:  # the optional extra, as in test
 
 from exporter.config import parse_config
 from probes import sip
-from probes.sip_endpoint import MAX_TRANSPORTS, SipEndpoint
+from probes.sip_accounts import MAX_TRANSPORTS
+from probes.sip_endpoint import SipEndpoint
 from probes.sip_request import SipRequest
 from tests.probes.test_sip import config, run_together, sipp
 from tests.support import free_port

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import ssl
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.probes.run import run_once
 from tests.probes.servers import TcpServer, closed_port, read_all
+from tests.support import self_signed_certificate
 
 
 def config(target: str, block: str = "", timeout: str = "1s") -> str:
@@ -118,15 +123,18 @@ def test_tls_handshake_failure_is_reason_tls(greeter: TcpServer) -> None:
     assert result.reason == "tls"
 
 
-@pytest.fixture
-def tls_greeter(tmp_path):
-    import ssl
-
-    from tests.support import self_signed_certificate
-
-    cert, key = self_signed_certificate(tmp_path)
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+@contextlib.contextmanager
+def tls_greeting_server(directory: Path, *, client_certificate: bool = False,
+                        max_version: ssl.TLSVersion | None = None) -> Iterator[tuple[TcpServer, Path, Path]]:
+    """A server that greets like IMAP over TLS, with a fresh self-signed certificate: (server,
+    cert, key).  ``client_certificate``: it asks for one, and trusts its own certificate."""
+    cert, key = self_signed_certificate(directory)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(cert) if client_certificate else None)
     context.load_cert_chain(cert, key)
+    if max_version is not None:
+        context.maximum_version = max_version
+    if client_certificate:
+        context.verify_mode = ssl.CERT_REQUIRED
 
     def handler(conn: socket.socket) -> bytes:
         try:
@@ -137,8 +145,16 @@ def tls_greeter(tmp_path):
             return b""
 
     server = TcpServer(handler)
-    yield server, cert
-    server.close()
+    try:
+        yield server, cert, key
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def tls_greeter(tmp_path):
+    with tls_greeting_server(tmp_path) as (server, cert, _):
+        yield server, cert
 
 
 def test_tls_verified_against_the_given_ca(tls_greeter) -> None:
@@ -159,27 +175,8 @@ def test_tls_unknown_issuer_fails_unless_verification_is_skipped(tls_greeter) ->
 @pytest.fixture
 def tls12_greeter(tmp_path):
     """A TLS server that speaks TLS 1.2 at most, and asks for a client certificate it trusts."""
-    import ssl
-
-    from tests.support import self_signed_certificate
-
-    cert, key = self_signed_certificate(tmp_path)
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(cert))
-    context.load_cert_chain(cert, key)
-    context.maximum_version = ssl.TLSVersion.TLSv1_2
-    context.verify_mode = ssl.CERT_REQUIRED
-
-    def handler(conn: socket.socket) -> bytes:
-        try:
-            with context.wrap_socket(conn, server_side=True) as tls:
-                tls.sendall(b"* OK IMAP4 ready\r\n")
-                return read_all(tls)
-        except (ssl.SSLError, OSError):
-            return b""
-
-    server = TcpServer(handler)
-    yield server, cert, key
-    server.close()
+    with tls_greeting_server(tmp_path, client_certificate=True, max_version=ssl.TLSVersion.TLSv1_2) as found:
+        yield found
 
 
 def test_tls_block_client_certificate_and_min_version(tls12_greeter) -> None:
