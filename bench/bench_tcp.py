@@ -10,7 +10,8 @@ listeners at the same rate (probes / period): probewatch running N tcp probes
 on its own schedule (scraped with gzip every 15 s, as Prometheus would);
 blackbox_exporter's tcp_connect module driven through GET
 /probe?module=tcp_connect&target=... by this script, as Prometheus drives it;
-and the floor, a bare asyncio script doing non-blocking connect + close.  CPU of
+and the floor, a bare asyncio script doing non-blocking connect + close (its own
+epoll set watched as one loop reader).  CPU of
 each process from /proc/PID/stat (this driver's own CPU is not charged to
 anyone), per run; median of the rounds; ratios printed.  Then 5 scrapes of
 /metrics, plain and gzip.  One summary block per probe count, JSON in
@@ -150,20 +151,27 @@ def measure(exporter: Exporter, args: argparse.Namespace) -> int:
 
 # --- cpu: side by side with blackbox_exporter and the floor ----------------------------
 
-# The floor: what any Python prober on asyncio pays for a plain connect, in a process
-# of its own: a non-blocking connect_ex, one writability callback, close; started in
-# batches every 10 ms.  No tasks, no state, no HTTP: the kernel and the event loop.
+# The floor: the least a Python prober on asyncio pays for a plain connect, in a
+# process of its own: a non-blocking connect_ex, the socket put in an epoll set of
+# its own (one-shot writability) that the loop watches as one reader, and one
+# poll per batch of finished connects, then close; started in batches every 10
+# ms.  No tasks, no state, no HTTP: the kernel and the event loop.  (It used
+# loop.add_writer per socket until probewatch's plain connects took this path,
+# probes/writable.py: the floor stays the cheapest way, not the common one.)
 FLOOR = """
-import asyncio, errno, socket, sys
+import asyncio, errno, select, socket, sys
 async def main(rate, seconds, ports):
     loop = asyncio.get_running_loop()
-    def done(sock):
-        loop.remove_writer(sock.fileno())
-        sock.close()
+    ep, waiting = select.epoll(), {}
+    def ready():
+        for fd, _ in ep.poll(0, 1024):
+            waiting.pop(fd).close()
+    loop.add_reader(ep.fileno(), ready)
     def connect(port):
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
         if sock.connect_ex(("127.0.0.1", port)) == errno.EINPROGRESS:
-            loop.add_writer(sock.fileno(), done, sock)
+            ep.register(sock.fileno(), select.EPOLLOUT | select.EPOLLONESHOT)
+            waiting[sock.fileno()] = sock
         else:
             sock.close()
     t0, n = loop.time(), 0

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from . import writable
 from .base import Kind, Result, unescape
 from .expectations import Expectations, decode_reply, expectation_list, judge
 from .netaddr import is_ip, split_host_port, target_problems
@@ -195,17 +196,20 @@ class Connect:
     maybe before ``start`` returns, unless ``cancel()`` came first (then never).
     """
 
-    __slots__ = ("_done", "_fd", "_loop", "_sock", "probe")
+    __slots__ = ("_done", "_fd", "_loop", "_sock", "_waiter", "probe")
 
     def __init__(self, probe: TcpProbe) -> None:
         self.probe = probe
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiter: writable.Writable | None = None  # None: loop.add_writer is used
         self._fd = -1
         self._done: Callable[[Result], None] | None = None
 
     def start(self, loop: asyncio.AbstractEventLoop, done: Callable[[Result], None]) -> None:
-        self._loop, self._done = loop, done
+        self._done = done
+        if self._loop is not loop:
+            self._loop, self._waiter = loop, writable.for_loop(loop)
         probe = self.probe
         try:
             sock = socket.socket(probe.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
@@ -215,8 +219,11 @@ class Connect:
         self._sock = sock
         err = sock.connect_ex(probe.address)
         if err in _PENDING:
-            self._fd = sock.fileno()
-            loop.add_writer(self._fd, self._writable)
+            fd = self._fd = sock.fileno()
+            if self._waiter is not None:
+                self._waiter.add(fd, self._writable)
+            else:
+                loop.add_writer(fd, self._writable)
         else:
             self._end(err)
 
@@ -224,8 +231,10 @@ class Connect:
         sock = self._sock
         if sock is None:
             return
-        assert self._loop is not None
-        self._loop.remove_writer(self._fd)
+        if self._waiter is None:
+            assert self._loop is not None
+            self._loop.remove_writer(self._fd)
+        # (A Writable's registration was one-shot: closing the socket drops it.)
         self._end(sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))
 
     def _end(self, err: int) -> None:
@@ -245,6 +254,8 @@ class Connect:
         self._done = None
         sock, self._sock = self._sock, None
         if sock is not None:
-            if self._fd >= 0 and self._loop is not None:
+            if self._waiter is not None:
+                self._waiter.discard(self._fd)
+            elif self._fd >= 0 and self._loop is not None:
                 self._loop.remove_writer(self._fd)
             sock.close()
