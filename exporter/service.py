@@ -11,8 +11,6 @@ from typing import Protocol
 
 from .config import Config, ConfigError, ProbeSpec, decode_config, load_config, read_config_bytes
 from .exposition import merge_own, render_probes
-from .metrics_route import OPENMETRICS_TYPE as OPENMETRICS_TYPE  # exporter/workers/parent.py imports
-from .metrics_route import TEXT_TYPE as TEXT_TYPE  # these two from here
 from .metrics_route import metrics_response
 from .probe_state import ProbeState
 from .routing import Request, Response, Router

@@ -35,7 +35,6 @@ from aiohttp.http_exceptions import HttpProcessingError
 from probes.netaddr import split_listen_address
 
 from .logs import Throttle
-from .metrics_route import accepts_gzip as accepts_gzip  # exporter/workers/parent.py imports it from here
 from .metrics_route import encode
 from .routing import Request, Response, Router
 from .web_connections import IDLE_TIMEOUT, SERVER_HEADER, Connection, ConnectionServer, ProtocolLog

@@ -15,9 +15,9 @@ from typing import Any
 
 from ..config import load_config
 from ..exposition import assemble, merge_own
-from ..service import OPENMETRICS_TYPE, TEXT_TYPE, Exporter, Request, Response
+from ..metrics_route import OPENMETRICS_TYPE, TEXT_TYPE, accepts_gzip
+from ..service import Exporter, Request, Response
 from ..sharding import Shard
-from ..web import accepts_gzip
 from . import trim_heap
 from .gzip import members
 from .merge import MergedOwn
