@@ -32,10 +32,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
-import gc
-import heapq
 import logging
-import math
 import threading
 import time
 import zlib
@@ -48,9 +45,11 @@ from probes.registry import get_kind, loaded_kinds
 from probes.runner import run_once, run_until_cut
 
 from .config import ProbeSpec
+from .gc_tuning import collect_before_apply, freeze_gc, raise_gc_threshold
 from .logs import Throttle
 from .probe_state import ProbeState
 from .telemetry import Telemetry
+from .wheel import SLOT, Wheel, slot_of
 
 log = logging.getLogger("probewatch.scheduler")
 # A kind that raises on every run logs once per probe per 10s, then a count.
@@ -77,67 +76,15 @@ EARLY_LATE = 0.1
 DEFAULT_EXECUTOR_THREADS = 32
 LATE_FRACTION = 0.25
 LATE_MAX = 1.0
-# Python's cyclic collector: generation 0 is collected after this many new
-# container objects (CPython's default is 700).  See raise_gc_threshold().
-GC_GEN0 = 50_000
-FULL_COLLECT_EVERY = 600.0  # seconds between full collections done at a config apply
 # The loop's heartbeat: a timer every BEAT seconds; firing later than STALL_MIN
 # is a stall, kept to judge the failures of runs it overlapped.
 BEAT = 0.1
 STALL_MIN = 0.05
-# The wheel's slot: probes due within one SLOT start together, from one loop timer.
-SLOT = 0.01
-EARLY = 0.001  # a slot this close to due is run now
 
 
 def late_bound(period: float) -> float:
     """How late a run may start and still be started: min(25% of the period, 1 s)."""
     return min(LATE_FRACTION * period, LATE_MAX)
-
-
-def raise_gc_threshold() -> None:
-    """Collect the youngest generation every GC_GEN0 allocations, not every 700.
-
-    Done when the scheduler is made, before the config is loaded: loading and
-    then running tens of thousands of probes allocates long-lived objects
-    faster than CPython's default thresholds are made for, and its frequent
-    collections (most of them promoting survivors towards full collections
-    that walk the whole heap) ate half the CPU at 50,000 probes.
-    """
-    _, gen1, gen2 = gc.get_threshold()
-    gc.set_threshold(max(gc.get_threshold()[0], GC_GEN0), max(gen1, 20), max(gen2, 100))
-
-
-_last_full_collect = -math.inf
-
-
-def collect_before_apply() -> None:
-    """Before a config apply: thaw what the last apply froze and collect.
-
-    A full collection (which walks the whole heap: about a second at 60,000
-    probes on a slow machine) at most every FULL_COLLECT_EVERY seconds, the
-    young generations otherwise, so frozen cyclic garbage is reclaimed without
-    stalling the loop on every API write.
-    """
-    global _last_full_collect
-    gc.unfreeze()
-    now = time.monotonic()
-    if now - _last_full_collect >= FULL_COLLECT_EVERY:
-        _last_full_collect = now
-        gc.collect()
-    else:
-        gc.collect(1)
-
-
-def freeze_gc() -> None:
-    """After a config apply: move the probe set out of the cyclic collector's sight.
-
-    The specs, kind instances and states live until the next reload; frozen,
-    a full collection no longer walks them.  No collection here (it came
-    before the apply).  Reference counting still frees almost everything at
-    once; the collector only finds cycles.
-    """
-    gc.freeze()
 
 
 def early_spread(new_probes: int) -> float:
@@ -188,86 +135,6 @@ class _Entry:
             self.connect.cancel()
         if self.run_task is not None:
             self.run_task.cancel()
-
-
-def slot_of(when: float) -> int:
-    """The wheel slot holding loop time ``when``: the first slot boundary at or after it."""
-    return math.ceil(when / SLOT - 1e-9)
-
-
-class Wheel:
-    """Slots of SLOT seconds; one loop timer, armed for the earliest slot with work.
-
-    A slot holds the probes due in it and the runs whose deadline falls in it,
-    so 10,000 probes cost the event loop about one timer per slot, not a timer
-    and a timeout per run.
-    """
-
-    def __init__(self, fire: Callable[[list[_Entry], list[tuple[_Entry, int]], float], None]) -> None:
-        self._fire = fire
-        self.starts: dict[int, list[_Entry]] = {}
-        self.deadlines: dict[int, list[tuple[_Entry, int]]] = {}
-        self._heap: list[int] = []
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_slot = 0
-        self._firing = False  # in _run: it arms the timer once, at the end
-        self.loop: asyncio.AbstractEventLoop | None = None
-
-    def _note(self, k: int) -> None:
-        heapq.heappush(self._heap, k)
-        if not self._firing and (self._timer is None or k < self._timer_slot):
-            self._arm(k)
-
-    def _arm(self, k: int) -> None:
-        assert self.loop is not None
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer_slot = k
-        self._timer = self.loop.call_at(k * SLOT, self._run)
-
-    def add_start(self, k: int, entry: _Entry) -> None:
-        bucket = self.starts.get(k)
-        if bucket is None:
-            self.starts[k] = [entry]
-            if k not in self.deadlines:
-                self._note(k)
-        else:
-            bucket.append(entry)
-
-    def add_deadline(self, k: int, entry: _Entry) -> None:
-        bucket = self.deadlines.get(k)
-        if bucket is None:
-            self.deadlines[k] = [(entry, entry.run_seq)]
-            if k not in self.starts:
-                self._note(k)
-        else:
-            bucket.append((entry, entry.run_seq))
-
-    def _run(self) -> None:
-        assert self.loop is not None
-        self._timer = None
-        self._firing = True
-        heap = self._heap
-        try:
-            # A timer may fire a hair before its time (the loop's clock resolution).
-            while heap and heap[0] * SLOT <= self.loop.time() + EARLY:
-                k = heapq.heappop(heap)
-                starts = self.starts.pop(k, None)
-                deadlines = self.deadlines.pop(k, None)
-                if starts is not None or deadlines is not None:
-                    self._fire(starts or [], deadlines or [], k * SLOT)
-        finally:
-            self._firing = False
-            if heap:
-                self._arm(heap[0])
-
-    def clear(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self.starts.clear()
-        self.deadlines.clear()
-        self._heap.clear()
 
 
 class Scheduler:
