@@ -12,7 +12,6 @@ import dataclasses
 import errno
 import gc
 import os
-import re
 import stat
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
@@ -21,44 +20,29 @@ from probes.registry import KindUnavailable, get_kind, kind_names
 from probes.spec import ProbeSpec
 
 from . import limits
-from .durations import format_duration, parse_duration
-from .options import Duration, build, did_you_mean, hint, option_shape
+from .durations import format_duration
+from .options import build, did_you_mean, hint, option_shape
+from .probe_fields import (
+    DEFAULT_TIMEOUT,
+    LABEL_RE,
+    LISTEN,
+    NAME_RE,
+    RESERVED_LABELS,
+    SHARED_KEYS,
+    Defaults,
+    Shared,
+    label_problems,
+    range_problems,
+)
 from .problems import ConfigError, ConfigProblem, Problems
+from .simple_probe import SimpleMemo, simple_probe
 from .yamlsource import LineDict, LineList, YamlError, load_yaml
 
-NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
-LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-# Label names probewatch itself puts on series; a probe's labels may not shadow them.
-RESERVED_LABELS = frozenset(
-    {"probe", "kind", "target", "reason", "message", "field", "stat", "le", "shard", "state"}
-)
-DEFAULT_TIMEOUT = 10.0
-SHARED_KEYS = ("name", "kind", "target", "period", "timeout", "active", "labels", "failures",
-               "histogram")
-# "${listen}" in a target: where this exporter serves (`serve` sets it once bound; else the default).
-LISTEN = {"address": "127.0.0.1:9637"}
-
-
-@dataclass
-class Defaults:
-    """Values every probe takes unless it sets its own."""
-
-    period: Duration = 30.0
-    # None: 10s, or 80% of the period when the period is 10s or less.
-    timeout: Duration | None = None
-    failures: int = 3
-    labels: dict[str, str] = field(default_factory=dict)
-    histogram: bool = False  # export probewatch_probe_duration_seconds (12 series a probe)
-
-    def sorted_labels(self) -> tuple[tuple[str, str], ...]:
-        """The labels as a probe without its own labels carries them."""
-        return tuple(sorted(self.labels.items()))
-
-    def check(self) -> list[tuple[str, str]]:
-        out = _range_problems(self.period, self.timeout, self.failures)
-        out.extend(_label_problems(self.labels))
-        return out
-
+# Where they were defined before probe_fields.py; other modules import them from here.
+__all__ = ["DEFAULT_TIMEOUT", "LABEL_RE", "LISTEN", "NAME_RE", "RESERVED_LABELS", "SHARED_KEYS",
+           "ApiSettings", "Config", "ConfigError", "Defaults", "ExternalUrls", "ProbeSpec",
+           "Shared", "WebSettings", "config_dir", "decode_config", "load_config", "parse_config",
+           "parse_probe", "read_config_bytes"]
 
 @dataclass
 class ApiSettings:
@@ -120,19 +104,6 @@ class WebSettings:
 
 
 @dataclass
-class Shared:
-    """The shared fields as written; None means "take it from defaults"."""
-
-    target: str = ""
-    period: Duration | None = None
-    timeout: Duration | None = None
-    active: bool = True
-    labels: dict[str, str] = field(default_factory=dict)
-    failures: int | None = None
-    histogram: bool | None = None
-
-
-@dataclass
 class Config:
     path: str
     defaults: Defaults
@@ -144,36 +115,6 @@ class Config:
         return {p.name: p for p in self.probes}
 
 
-def _label_problems(labels: dict[str, str], prefix: str = "labels.") -> list[tuple[str, str]]:
-    out = []
-    if len(labels) > limits.MAX_LABELS:
-        out.append((prefix.rstrip("."), f"sets {len(labels)} labels; at most {limits.MAX_LABELS} are taken"))
-    for key, value in labels.items():
-        if not LABEL_RE.match(key):
-            out.append((prefix + key, "is not a valid label name ([a-zA-Z_][a-zA-Z0-9_]*)"))
-        elif key in RESERVED_LABELS or key.startswith("__"):
-            out.append((prefix + key, "is reserved by probewatch; choose another label name"))
-        elif len(value) > limits.MAX_LABEL_VALUE:
-            out.append((prefix + key, f"is {len(value)} characters long; at most "
-                                      f"{limits.MAX_LABEL_VALUE} are taken"))
-    return out
-
-
-def _range_problems(period: float | None, timeout: float | None,
-                    failures: int | None) -> list[tuple[str, str]]:
-    """The documented ranges of the shared numbers (README: Hardening and limits)."""
-    out = []
-    if period is not None and not limits.MIN_PERIOD <= period <= limits.MAX_PERIOD:
-        out.append(("period", f"{format_duration(period)} is outside "
-                              f"{format_duration(limits.MIN_PERIOD)}..7d"))
-    elif timeout is not None and timeout < limits.MIN_TIMEOUT:
-        out.append(("timeout", f"{format_duration(timeout)} is shorter than "
-                               f"{format_duration(limits.MIN_TIMEOUT)}"))
-    if failures is not None and not 1 <= failures <= limits.MAX_FAILURES:
-        out.append(("failures", f"must be from 1 to {limits.MAX_FAILURES}"))
-    return out
-
-
 def parse_probe(
     raw: Any,
     defaults: Defaults,
@@ -181,13 +122,15 @@ def parse_probe(
     source: str = "config",
     line: int = 0,
     base: str = "",
+    memo: SimpleMemo | None = None,
 ) -> ProbeSpec | None:
     """Check and resolve one probe definition; add to ``problems`` and return None if bad.
 
     ``base`` is the config file's folder: relative paths in the kind's options
-    are taken from there (see ``resolve_paths``).
+    are taken from there (see ``resolve_paths``).  ``memo`` is what the plain
+    probes of one load share (``simple_probe``), made from ``defaults``.
     """
-    if type(raw) is LineDict and (spec := _simple_probe(raw, defaults, source)) is not None:
+    if type(raw) is LineDict and (spec := simple_probe(raw, memo or SimpleMemo(defaults), source)) is not None:
         return spec
     before = len(problems)
     if not isinstance(raw, dict):
@@ -261,7 +204,7 @@ def parse_probe(
         elif len(shared.target) > limits.MAX_TARGET:
             problems.add(at("target"), "target", f"is {len(shared.target)} characters long; "
                                                  f"at most {limits.MAX_TARGET} are taken")
-        ranges = _range_problems(period, timeout, failures)
+        ranges = range_problems(period, timeout, failures)
         problems.add_pairs(ranges, lambda key: at(key) if key in raw else at("period"))
         if not any(k in ("period", "timeout") for k, _ in ranges) and timeout >= period:
             problems.add(
@@ -269,7 +212,7 @@ def parse_probe(
                 "timeout",
                 f"must be shorter than period ({format_duration(period)})",
             )
-        problems.add_pairs(_label_problems(shared.labels), lambda _: at("labels"))
+        problems.add_pairs(label_problems(shared.labels), lambda _: at("labels"))
 
     options = None
     if kind_cls is not None:
@@ -302,60 +245,6 @@ def parse_probe(
     )
     problems.add_pairs(kind_cls.validate(spec), lambda key: at(key.split(".")[0]))
     return None if len(problems) > before else spec
-
-
-# The keys a probe may hold for _simple_probe, with the type each must have there.
-_SIMPLE_KEYS = {"name": str, "kind": str, "target": str, "period": str, "timeout": str,
-                "active": bool, "failures": int, "histogram": bool}
-
-
-def _simple_probe(raw: LineDict, defaults: Defaults, source: str) -> ProbeSpec | None:
-    """The spec of a probe with only plain shared fields, when it is certainly valid; else None.
-
-    Most of a large config is such probes (name, kind, target, maybe period or
-    timeout, no options block).  This skips the general path's introspection;
-    it decides nothing on its own: anything it does not take, or would find a
-    problem in, goes the general way, which says what is wrong and where.
-    """
-    for key, value in raw.items():
-        if _SIMPLE_KEYS.get(key) is not type(value):
-            return None
-    name, kind_name, target = raw.get("name"), raw.get("kind"), raw.get("target")
-    # ASCII texts this short, booleans and the integers the ranges take are within every
-    # bound limits.data_problems sets (period and timeout: parse_duration reads ASCII only).
-    if (not name or not kind_name or len(name) > limits.MAX_NAME or not name.isascii()
-            or not NAME_RE.match(name) or (target is not None and not target.isascii())):
-        return None
-    try:
-        kind_cls = get_kind(kind_name)
-        period = parse_duration(raw["period"]) if "period" in raw else defaults.period
-        timeout_set = parse_duration(raw["timeout"]) if "timeout" in raw else defaults.timeout
-    except (KeyError, KindUnavailable, ValueError):
-        return None
-    failures = raw.get("failures", defaults.failures)
-    timeout = timeout_set if timeout_set is not None else min(DEFAULT_TIMEOUT, round(period * 0.8, 3))
-    target = (target or kind_cls.default_target or "").replace("${listen}", LISTEN["address"])
-    if (not target or len(target) > limits.MAX_TARGET or timeout >= period
-            or _range_problems(period, timeout, failures)):
-        return None
-    scratch = Problems()
-    options = build(kind_cls.Options, {}, scratch, prefix=f"{kind_name}.", line=raw.line)
-    if options is None or scratch:
-        return None
-    spec = ProbeSpec(
-        name=name,
-        kind=kind_name,
-        target=target,
-        period=period,
-        timeout=timeout,
-        active=raw.get("active", True),
-        labels=defaults.sorted_labels(),
-        failures=failures,
-        options=options,
-        source=source,
-        histogram=bool(raw.get("histogram", defaults.histogram)),
-    )
-    return None if kind_cls.validate(spec) else spec
 
 
 # Option keys holding a path besides every ``*_file`` key (ca_file, key_file,
@@ -465,12 +354,13 @@ def _parse_config(text: str, path: str, check_env: bool) -> Config:
         located.append(ConfigProblem(path, data.line_of("probes"), "", "probes", "must be a list of probes"))
         raw_probes = []
     seen: dict[str, int] = {}
+    memo = SimpleMemo(defaults)
     for i, raw in enumerate(raw_probes):
         line = raw_probes.line_of(i) if isinstance(raw_probes, LineList) else 0
         name = raw.get("name") if isinstance(raw, dict) else None
         where = f"probes[{i}]" + (f" ({name})" if isinstance(name, str) and name else "")
         problems = Problems()
-        spec = parse_probe(raw, defaults, problems, line=line, base=base)
+        spec = parse_probe(raw, defaults, problems, line=line, base=base, memo=memo)
         if isinstance(name, str) and name:
             if name in seen:
                 located.append(

@@ -214,7 +214,7 @@ class Scheduler:
         early_slots: dict[int, list[_Entry]] = {}
         for spec in specs:
             entry = old.get(spec.name)
-            if entry is not None and entry.state.spec.fingerprint == spec.fingerprint:
+            if entry is not None and entry.state.spec.same_definition(spec):
                 if entry.state.spec.source != spec.source:
                     entry.state.spec = spec
                 new[spec.name] = entry

@@ -131,6 +131,7 @@ def _fast_load(text: str) -> Any:
         key: Any = None
         root: Any = None
         plain_tags: dict[str, str] = {}
+        texts: dict[str, str] = {}
         ended = False  # the loop stopped at the document's end (an empty document)
         while True:
             event = get()
@@ -154,6 +155,10 @@ def _fast_load(text: str) -> Any:
                             raise _Fallback
                         node = node_cls(tag, value, event.start_mark, event.end_mark, event.style)
                         value = constructors[tag](parser, node)
+                if type(value) is str and len(value) < 64:
+                    # One object per text: the keys and the values repeated probe after
+                    # probe (a kind, a target, a period) are held, and pickled, once.
+                    value = texts.setdefault(value, value)
                 if container is None:
                     root = value
                     break
