@@ -355,32 +355,34 @@ def _parse_config(text: str, path: str, check_env: bool) -> Config:
         raw_probes = []
     seen: dict[str, int] = {}
     memo = SimpleMemo(defaults)
+    lines = raw_probes if isinstance(raw_probes, LineList) else None
     for i, raw in enumerate(raw_probes):
-        line = raw_probes.line_of(i) if isinstance(raw_probes, LineList) else 0
+        line = lines.line_of(i) if lines is not None else 0
         name = raw.get("name") if isinstance(raw, dict) else None
-        where = f"probes[{i}]" + (f" ({name})" if isinstance(name, str) and name else "")
         problems = Problems()
         spec = parse_probe(raw, defaults, problems, line=line, base=base, memo=memo)
         if isinstance(name, str) and name:
-            if name in seen:
-                located.append(
-                    ConfigProblem(path, line, where, "name",
-                                  f"duplicate name {name!r} (first used by probes[{seen[name]}])")
-                )
-            else:
-                seen[name] = i
+            first = seen.setdefault(name, i)
+            if first != i:
+                located.append(ConfigProblem(path, line, _where(i, name), "name",
+                                             f"duplicate name {name!r} (first used by probes[{first}])"))
         if spec is not None and check_env:
             message = get_kind(spec.kind).preflight(spec) if spec.active else None
             if message:
                 problems.add(line, spec.kind, message)
                 spec = None
         if problems:
-            located += problems.located(path, where)
+            located += problems.located(path, _where(i, name))
         if spec is not None:
             specs.append(spec)
     if located:
         raise ConfigError(located)
     return Config(path=path, defaults=defaults, probes=specs, api=api, web=web)
+
+
+def _where(index: int, name: Any) -> str:
+    """How a problem names probe ``index``: ``probes[3] (web)``."""
+    return f"probes[{index}]" + (f" ({name})" if isinstance(name, str) and name else "")
 
 
 MAX_CONFIG_BYTES = 64 << 20
