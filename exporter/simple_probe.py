@@ -78,7 +78,7 @@ def simple_probe(raw: LineDict, memo: SimpleMemo, source: str) -> ProbeSpec | No
     options = memo.default_options(kind_name, kind_cls, raw.line)
     if options is None:
         return None
-    spec = ProbeSpec(
+    spec = ProbeSpec.plain(
         name=name,
         kind=kind_name,
         target=target,

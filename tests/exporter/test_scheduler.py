@@ -240,3 +240,23 @@ def test_early_spread_grows_with_the_new_probes_past_its_minimum() -> None:
     assert early_spread(0) == FIRST_RUN_SPREAD
     assert early_spread(100) == FIRST_RUN_SPREAD
     assert early_spread(int(EARLY_RUNS_PER_SECOND * 10)) == pytest.approx(10.0)
+
+
+def test_reload_keeps_a_probe_whose_definition_reads_the_same_and_restarts_a_changed_one(scheduler) -> None:
+    text = """
+probes:
+  - {name: a, kind: testkind, target: x, period: 100ms, timeout: 50ms}
+  - {name: b, kind: testkind, target: x, period: 100ms, timeout: 50ms}
+"""
+    scheduler.apply(specs(text))
+    wait(lambda: scheduler.state("a").runs_total >= 3 and scheduler.state("b").runs_total >= 3)
+    a_before, b_before = scheduler.state("a"), scheduler.state("b")
+    again = specs(text)
+    # A period a hair longer shows as the same 100ms (the fingerprint judges it); a changed
+    # option is another probe.
+    again[0] = dataclasses.replace(again[0], period=0.1000000001)
+    again[1] = dataclasses.replace(again[1], options=_Opts(delay=0.001))
+    scheduler.apply(again)
+    assert scheduler.state("a") is a_before and a_before.runs_total >= 3
+    assert scheduler.state("b") is not b_before
+    assert scheduler.state("b").runs_total <= 1

@@ -120,3 +120,13 @@ def test_an_empty_file_is_nothing_and_scalars_keep_their_yaml_types() -> None:
     assert load_yaml("") is None
     assert load_yaml("a: 1\nb: true\nc: 1.5\nd: null\ne: '1'\n") == {
         "a": 1, "b": True, "c": 1.5, "d": None, "e": "1"}
+
+
+def test_a_text_repeated_through_a_document_is_one_object() -> None:
+    from exporter.yamlsource import _fast_load
+
+    data = _fast_load("probes:\n- {kind: tcp, target: '127.0.0.1:9'}\n- {kind: tcp, target: '127.0.0.1:9'}\n")
+    first, second = data["probes"]
+    assert first == second
+    assert first["kind"] is second["kind"] and first["target"] is second["target"]
+    assert next(iter(first)) is next(iter(second))  # the keys too

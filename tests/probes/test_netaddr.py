@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 
 import pytest
@@ -79,4 +80,17 @@ def test_a_bracketed_ipv6_target_reaches_a_real_listener_on_ipv6_loopback() -> N
     ("256.0.0.1", False), ("", False),
 ])
 def test_is_ip_tells_addresses_from_names(host: str, expected: bool) -> None:
+    assert is_ip(host) is expected
+
+
+@pytest.mark.parametrize("host", [
+    "127.0.0.1", "0.0.0.0", "255.255.255.255", "256.1.1.1", "01.2.3.4", "1.2.3.04", "00.0.0.0", "1.2.3",
+    "1.2.3.4.5", "1.2.3.4 ", " 1.2.3.4", "1.2.3.4\n", "1.2.3.4\x00", "1.2.3.-4", "0x1.2.3.4", "1..2.3",
+    "\u0661.\u0662.\u0663.\u0664", "1.2.3.4/32", "1.2.3.4\ud800", "::1", "fe80::1%eth0", "localhost", ""])
+def test_is_ip_agrees_with_ipaddress(host: str) -> None:
+    try:
+        ipaddress.ip_address(host)
+        expected = True
+    except ValueError:
+        expected = False
     assert is_ip(host) is expected
