@@ -45,7 +45,7 @@ from probes.registry import get_kind, loaded_kinds
 from probes.runner import run_once, run_until_cut
 
 from .config import ProbeSpec
-from .gc_tuning import collect_before_apply, freeze_gc, raise_gc_threshold
+from .gc_tuning import collect_before_apply, collector_paused, freeze_gc, raise_gc_threshold
 from .logs import Throttle
 from .probe_state import ProbeState
 from .telemetry import Telemetry
@@ -202,7 +202,8 @@ class Scheduler:
         """Replace the probe set; unchanged probes keep their state and schedule."""
         assert self._loop is not None, "start() first"
         collect_before_apply()
-        asyncio.run_coroutine_threadsafe(self._apply(specs), self._loop).result()
+        with collector_paused():
+            asyncio.run_coroutine_threadsafe(self._apply(specs), self._loop).result()
         freeze_gc()
 
     async def _apply(self, specs: list[ProbeSpec]) -> None:
