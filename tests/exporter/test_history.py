@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from exporter.history import Run, RunHistory
 
 
@@ -35,3 +37,26 @@ def test_unknown_reason_is_kept_as_error() -> None:
     history = RunHistory(3)
     history.append(Run(1.0, 0.1, False, 1, "weird", "x"))
     assert next(iter(history)).reason == "error"
+
+
+def test_a_new_message_every_run_keeps_the_last_ones_exactly() -> None:
+    # A command printing the time: 1,000 distinct messages through a ring of 100,
+    # past the 255 distinct messages a history indexes before it compacts.
+    history = RunHistory(100)
+    for i in range(1000):
+        history.append(run(i, up=i % 7 != 0, message=f"at {i}"))
+    runs = list(history)
+    assert [r.message for r in runs] == [f"at {i}" for i in range(900, 1000)]
+    assert [r.up for r in runs] == [i % 7 != 0 for i in range(900, 1000)]
+
+
+def test_codes_past_16_bits_are_kept_whole() -> None:
+    history = RunHistory(4)
+    for code in (200, -1, 70000, -2**31, 404):
+        history.append(Run(0.0, 0.1, True, code, "", "ok"))
+    assert [r.code for r in history] == [-1, 70000, -2**31, 404]
+
+
+def test_a_history_longer_than_its_message_index_is_refused() -> None:
+    with pytest.raises(ValueError, match="at most 255"):
+        RunHistory(256)
