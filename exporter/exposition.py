@@ -86,6 +86,10 @@ class ProbeLines:
     extra: dict[str, tuple[str, bytes]]  # metric name -> (help, lines)
 
 
+# The ``extra`` of every probe without readings: one shared dict, never written to.
+NO_EXTRA: dict[str, tuple[str, bytes]] = {}
+
+
 def _histogram(state: ProbeState, lab: str) -> str:
     cumulative, buckets = 0, []
     for bound, count in zip((*DURATION_BUCKETS, math.inf), state.bucket_counts, strict=True):
@@ -133,7 +137,7 @@ def render_probe(state: ProbeState) -> ProbeLines:
             help_text, lines = extra.get(reading.metric, (reading.help, ""))
             extra[reading.metric] = (help_text, lines + line)
     return ProbeLines(tuple(chunk.encode() for chunk in out),
-                      {k: (h, text.encode()) for k, (h, text) in extra.items()})
+                      {k: (h, text.encode()) for k, (h, text) in extra.items()} if extra else NO_EXTRA)
 
 
 _RUNS = INDEX["probewatch_probe_runs"]

@@ -37,6 +37,12 @@ SETTLE_SECONDS = 900.0
 
 
 class ProbeState:
+    # Slots: 100,000 of these live in one process, and each dict would be ~300 bytes.
+    __slots__ = ("_clean_message", "_raw_message", "bucket_counts", "consecutive_failures",
+                 "consecutive_successes", "created_at", "duration_sum", "failure_message", "failure_reason",
+                 "failures_total", "labels", "last", "last_change_at", "last_latency", "last_run_at", "lines",
+                 "next_run_at", "recent", "runs_total", "settling_since", "skipped_by_cause", "spec", "troubled")
+
     def __init__(self, spec: ProbeSpec) -> None:
         self.spec = spec
         self.labels = LabelSet.for_spec(spec)
@@ -45,7 +51,8 @@ class ProbeState:
         self.skipped_by_cause: dict[str, int] = {}  # busy / late -> runs not started
         self.consecutive_failures = 0
         self.consecutive_successes = 0
-        self.bucket_counts = [0] * (len(DURATION_BUCKETS) + 1)
+        # Counted only with `histogram: true` (a changed spec makes a new state).
+        self.bucket_counts = [0] * (len(DURATION_BUCKETS) + 1) if spec.histogram else []
         self.duration_sum = 0.0
         self.last: Result | None = None
         self.last_latency = 0.0
