@@ -160,6 +160,7 @@ def run_one(probes: int, args: argparse.Namespace, ports: list[int], tree: Path)
                 time.sleep(warmup)
                 cpu0 = cpu_seconds(prom.proc.pid)
                 t0 = time.monotonic()
+                load_before = os.getloadavg()[0]
                 rounds: list[float] = []
                 seen: list[float] = []
                 for _ in range(args.rounds):
@@ -193,6 +194,8 @@ def run_one(probes: int, args: argparse.Namespace, ports: list[int], tree: Path)
                     "rule_samples_per_evaluation": samples,
                     "prometheus_cpu_percent_of_one_core": round(prom_cpu * 100, 1),
                     "prometheus_rss_mib": round(rss_bytes(prom.proc.pid) / 2**20, 1),
+                    # 1-minute load average of the machine as the rounds began and ended
+                    "load_average_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
                 }
             finally:
                 prom.stop()
