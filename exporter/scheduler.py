@@ -100,8 +100,8 @@ def phase(name: str, period: float) -> float:
 class _Entry:
     """A scheduled probe: its state, its kind instance, its next slot and its current run."""
 
-    __slots__ = ("began", "connect", "fast_done", "fast_running", "live", "next_at", "probe",
-                 "run_seq", "run_task", "started", "state", "timed_out")
+    __slots__ = ("began", "connect", "deadline_slot", "fast_done", "fast_running", "live", "next_at",
+                 "probe", "run_seq", "run_task", "started", "state", "timed_out")
 
     def __init__(self, state: ProbeState, probe: Kind | None) -> None:
         self.state = state
@@ -115,6 +115,7 @@ class _Entry:
         self.next_at = 0.0  # loop time of the next run, before rounding up to its slot
         self.run_task: asyncio.Task[None] | None = None
         self.run_seq = 0  # which run a deadline in the wheel belongs to
+        self.deadline_slot = 0  # the wheel slot of the current run's deadline
         self.timed_out = False  # the wheel cut the current run at its deadline
         self.live = True  # False once the probe left the config: its wheel items are dropped
 
@@ -278,18 +279,20 @@ class Scheduler:
         began = entry.began = loop.time()
         entry.started = began + wall
         entry.fast_running = True
-        self._wheel.add_deadline(slot_of(began + entry.state.spec.timeout), entry)
+        entry.deadline_slot = self._wheel.add_deadline(slot_of(began + entry.state.spec.timeout), entry)
         try:
             entry.connect.start(loop, entry.fast_done)
         except Exception as exc:  # a kind's bug is a failed run, as in _run
             if entry.fast_running:
                 entry.fast_running = False
                 entry.connect.cancel()
+                self._wheel.drop_deadline(entry.deadline_slot)
                 self._finish(entry, Result.fail("error", f"{type(exc).__name__}: {exc}"), began,
                              entry.started, loop.time() - began)
 
     def _fast_done(self, entry: _Entry, result: Result) -> None:
         entry.fast_running = False
+        self._wheel.drop_deadline(entry.deadline_slot)
         if entry.live:
             assert self._loop is not None
             self._finish(entry, result, entry.began, entry.started, self._loop.time() - entry.began)
@@ -380,8 +383,9 @@ class Scheduler:
         assert entry.probe is not None  # only active probes are armed
         started = time.time()
         deadline = began + spec.timeout
-        self._wheel.add_deadline(slot_of(deadline), entry)
+        entry.deadline_slot = self._wheel.add_deadline(slot_of(deadline), entry)
         result = await run_until_cut(entry.probe, spec, deadline, entry.was_cut, _log_raised(spec))
+        self._wheel.drop_deadline(entry.deadline_slot)  # a no-op when the wheel cut it
         self._finish(entry, result, began, started, loop.time() - began)
 
     @staticmethod
