@@ -9,6 +9,7 @@ same messages.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import errno
 import gc
 import os
@@ -153,6 +154,12 @@ def parse_probe(
         spellings = "on, yes or true" if name else "off, no or false"
         problems.add(at("name"), "name", f"was read as the boolean {str(name).lower()}, not as text (unquoted, "
                                          f"YAML takes {spellings} for {str(name).lower()}); quote it")
+    elif isinstance(name, (int, float, datetime.date)):  # `name: 2024`, `name: 1.5`, `name: 2024-01-31`
+        kind = "date" if isinstance(name, datetime.date) else "number"
+        problems.add(at("name"), "name", f"was read as the {kind} {name}, not as text; quote it ('{name}')")
+    elif isinstance(name, (list, dict)):
+        shape = "list" if isinstance(name, list) else "mapping"
+        problems.add(at("name"), "name", f"must be text (letters, digits, _ . -), not a {shape}")
     elif not isinstance(name, str) or not name:
         problems.add(at("name"), "name", "is required (letters, digits, _ . -)")
     elif not NAME_RE.match(name):
