@@ -32,7 +32,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -49,6 +48,7 @@ from common import (
     rss_bytes,
     save,
     sum_series,
+    wait_http,
 )
 
 SERVER = """
@@ -82,19 +82,6 @@ def runqueue_wait(pid: int) -> float:
     except (OSError, IndexError, ValueError):
         pass
     return total / 1e9
-
-
-def wait_http(url: str, proc: subprocess.Popen[bytes], what: str) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=2).read()
-            return
-        except OSError:
-            if proc.poll() is not None:
-                raise SystemExit(f"{what} exited during start") from None
-            time.sleep(0.1)
-    raise SystemExit(f"{what} did not answer within 30s")
 
 
 @contextmanager

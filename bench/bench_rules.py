@@ -35,7 +35,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, Exporter, cpu_seconds, free_port, machine, report, rss_bytes, save
+from common import ROOT, AcceptListeners, Exporter, cpu_seconds, free_port, machine, report, rss_bytes, save
 
 GOALS = {10000: 0.5, 50000: 2.0}
 INTERVAL = 15.0
@@ -232,20 +232,13 @@ def main() -> int:
         rev_tree = checkout(other, Path(scratch.name))
         trees = {other: rev_tree} if args.baseline else {other: rev_tree, "this tree": ROOT}
 
-    listeners = subprocess.Popen([sys.executable, str(ROOT / "bench" / "listeners.py"), str(args.listeners)],
-                                 stdout=subprocess.PIPE, text=True, start_new_session=True)
     results: dict[str, list[dict[str, object]]] = {name: [] for name in trees}
-    try:
-        assert listeners.stdout is not None
-        ports = [int(p) for p in listeners.stdout.readline().split()]
+    with AcceptListeners(args.listeners) as listeners:
         for probes in args.probes:
             for name, tree in trees.items():
-                results[name].append(run_one(probes, args, ports, tree))
+                results[name].append(run_one(probes, args, listeners.ports, tree))
                 print(name, json.dumps(results[name][-1]), flush=True)
-    finally:
-        listeners.terminate()
-        listeners.wait(10)
-        load = os.getloadavg()
+    load = os.getloadavg()
     print(f"machine: {machine()}; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; Prometheus scrapes "
           f"and evaluates every {INTERVAL:g}s, probes run every {args.period:g}s")
     rows = []

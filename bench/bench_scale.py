@@ -25,9 +25,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import os
-import select
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,33 +35,19 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, cpu_seconds, free_port, lag_quantile, machine, report, rss_bytes, save, sum_series
-
-
-def listen(count: int) -> None:
-    """Accept and close on ``count`` loopback ports; print the ports, then serve until killed."""
-    socks = []
-    for _ in range(count):
-        s = socket.socket()
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("127.0.0.1", 0))
-        s.listen(4096)
-        s.setblocking(False)
-        socks.append(s)
-    print(" ".join(str(s.getsockname()[1]) for s in socks), flush=True)
-    poll = select.epoll()
-    by_fd = {s.fileno(): s for s in socks}
-    for fd in by_fd:
-        poll.register(fd, select.EPOLLIN)
-    while True:
-        for fd, _ in poll.poll():
-            s = by_fd[fd]
-            for _ in range(256):
-                try:
-                    conn, _ = s.accept()
-                except BlockingIOError:
-                    break
-                conn.close()
+from common import (
+    ROOT,
+    AcceptListeners,
+    cpu_seconds,
+    free_port,
+    lag_quantile,
+    machine,
+    report,
+    rss_bytes,
+    save,
+    sum_series,
+    tcp_config,
+)
 
 
 def children(pid: int) -> list[int]:
@@ -108,24 +92,11 @@ def main() -> int:
     parser.add_argument("--scrape-interval", type=float, default=15.0)
     parser.add_argument("--listeners", type=int, default=50)
     parser.add_argument("--ready-timeout", type=float, default=300.0)
-    parser.add_argument("--listen", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.listen:
-        listen(args.listen)
-        return 0
-
-    listeners = subprocess.Popen([sys.executable, __file__, "--listen", str(args.listeners)],
-                                 stdout=subprocess.PIPE, text=True, start_new_session=True)
     exporter: subprocess.Popen[bytes] | None = None
-    try:
-        assert listeners.stdout is not None
-        ports = [int(p) for p in listeners.stdout.readline().split()]
-        with tempfile.TemporaryDirectory() as tmp:
-            config = Path(tmp) / "scale.yml"
-            lines = [f"defaults: {{period: {args.period:g}s, timeout: {args.period / 2:g}s}}", "probes:"]
-            lines += [f"  - {{name: tcp-{i:06d}, kind: tcp, target: '127.0.0.1:{ports[i % len(ports)]}'}}"
-                      for i in range(args.probes)]
-            config.write_text("\n".join(lines) + "\n")
+    with AcceptListeners(args.listeners) as listeners, tempfile.TemporaryDirectory() as tmp:
+        try:
+            config = tcp_config(Path(tmp) / "scale.yml", args.probes, args.period, listeners.ports)
             port = free_port()
             t0 = time.monotonic()
             exporter = subprocess.Popen(
@@ -136,15 +107,14 @@ def main() -> int:
             ready = wait_ready(exporter, port, t0 + args.ready_timeout) - t0
             print(f"start to /-/ready: {ready:.2f}s", flush=True)
             return measure(exporter.pid, port, ready, listeners.pid, args)
-    finally:
-        for proc in (exporter, listeners):
-            if proc is not None and proc.poll() is None:
-                os.kill(proc.pid, signal.SIGTERM)
+        finally:
+            if exporter is not None and exporter.poll() is None:
+                os.kill(exporter.pid, signal.SIGTERM)
                 try:
-                    proc.wait(20)
+                    exporter.wait(20)
                 except subprocess.TimeoutExpired:
-                    os.kill(proc.pid, signal.SIGKILL)
-                    proc.wait()
+                    os.kill(exporter.pid, signal.SIGKILL)
+                    exporter.wait()
 
 
 def wait_ready(proc: subprocess.Popen[bytes], port: int, deadline: float) -> float:

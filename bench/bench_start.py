@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -26,17 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_scale import children, wait_ready
-from common import ROOT, cpu_seconds, free_port, machine, rss_bytes, save
-
-
-def stop(proc: subprocess.Popen[bytes] | subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
+from common import ROOT, AcceptListeners, cpu_seconds, free_port, machine, rss_bytes, save, stop, tcp_config
 
 
 def one_start(config: Path, workers: str, timeout: float) -> dict[str, Any]:
@@ -68,27 +57,15 @@ def main() -> int:
     parser.add_argument("--listeners", type=int, default=50)
     parser.add_argument("--ready-timeout", type=float, default=120.0)
     args = parser.parse_args()
-    listeners = subprocess.Popen([sys.executable, str(Path(__file__).parent / "bench_scale.py"),
-                                  "--listen", str(args.listeners)],
-                                 stdout=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        assert listeners.stdout is not None
-        ports = [int(p) for p in listeners.stdout.readline().split()]
-        with tempfile.TemporaryDirectory() as tmp:
-            config = Path(tmp) / "start.yml"
-            lines = [f"defaults: {{period: {args.period:g}s, timeout: {args.period / 2:g}s}}", "probes:"]
-            lines += [f"  - {{name: tcp-{i:06d}, kind: tcp, target: '127.0.0.1:{ports[i % len(ports)]}'}}"
-                      for i in range(args.probes)]
-            config.write_text("\n".join(lines) + "\n")
-            rounds: list[dict[str, Any]] = []
-            for i in range(max(1, args.rounds)):
-                got = one_start(config, args.workers, args.ready_timeout)
-                rounds.append(got)
-                print(f"round {i + 1}: start to /-/ready {got['start_to_ready_s']} s, CPU parent "
-                      f"{got['cpu_s_parent']} s, workers {got['cpu_s_workers']} s, RSS {got['rss_mib']} MiB "
-                      f"(load {got['load_average']})", flush=True)
-    finally:
-        stop(listeners)
+    rounds: list[dict[str, Any]] = []
+    with AcceptListeners(args.listeners) as listeners, tempfile.TemporaryDirectory() as tmp:
+        config = tcp_config(Path(tmp) / "start.yml", args.probes, args.period, listeners.ports)
+        for i in range(max(1, args.rounds)):
+            got = one_start(config, args.workers, args.ready_timeout)
+            rounds.append(got)
+            print(f"round {i + 1}: start to /-/ready {got['start_to_ready_s']} s, CPU parent "
+                  f"{got['cpu_s_parent']} s, workers {got['cpu_s_workers']} s, RSS {got['rss_mib']} MiB "
+                  f"(load {got['load_average']})", flush=True)
     figures = {
         "machine": machine(), "probes": args.probes, "workers": args.workers, "rounds": rounds,
         "start_to_ready_s_median": statistics.median(float(r["start_to_ready_s"]) for r in rounds),

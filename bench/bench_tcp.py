@@ -59,17 +59,10 @@ from common import (
     save,
     stop,
     sum_series,
+    tcp_config,
     timed_get,
     wait_http,
 )
-
-
-def write_config(path: Path, probes: int, period: float, ports: list[int]) -> Path:
-    lines = [f"defaults: {{period: {period:g}s, timeout: {period / 2:g}s}}", "probes:"]
-    lines += [f"  - {{name: tcp-{i:05d}, kind: tcp, target: '127.0.0.1:{ports[i % len(ports)]}'}}"
-              for i in range(probes)]
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def main() -> int:
@@ -85,7 +78,7 @@ def main() -> int:
     args = parser.parse_args()
 
     with AcceptListeners(args.listeners) as listeners, tempfile.TemporaryDirectory() as tmp:
-        config = write_config(Path(tmp) / "bench.yml", args.probes, args.period, listeners.ports)
+        config = tcp_config(Path(tmp) / "bench.yml", args.probes, args.period, listeners.ports)
         with Exporter(config, ready_timeout=60 + args.probes / 250) as exporter:
             return measure(exporter, args)
 
@@ -201,7 +194,7 @@ def probewatch_round(args: argparse.Namespace, ports: list[int], probes: int, tm
     Scraped every ``args.scrape_interval`` with Accept-Encoding: gzip inside the
     measured window, as Prometheus would (blackbox's HTTP is charged to it too).
     """
-    config = write_config(tmp / "cpu.yml", probes, args.period, ports)
+    config = tcp_config(tmp / "cpu.yml", probes, args.period, ports)
     with Exporter(config, ready_timeout=60 + probes / 250) as exporter:
         time.sleep(args.period * 1.2)
         url = f"http://127.0.0.1:{exporter.port}/metrics"
@@ -314,7 +307,7 @@ def floor_round(args: argparse.Namespace, ports: list[int], rate: float) -> Figu
 
 def scrape_times(args: argparse.Namespace, ports: list[int], probes: int, tmp: Path) -> dict[str, float]:
     """/metrics of ``probes`` healthy tcp probes: median of 5 scrapes, plain and gzip."""
-    config = write_config(tmp / "scrape.yml", probes, args.period, ports)
+    config = tcp_config(tmp / "scrape.yml", probes, args.period, ports)
     with Exporter(config, ready_timeout=60 + probes / 250) as exporter:
         time.sleep(args.period * 1.2)
         url = f"http://127.0.0.1:{exporter.port}/metrics"

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,7 +21,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, Exporter, machine, report, save, sum_series
+from common import AcceptListeners, Exporter, machine, report, save, sum_series, tcp_config
 
 
 def scrape(port: int, encoding: str) -> tuple[float, int, str]:
@@ -43,32 +42,20 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--listeners", type=int, default=50)
     args = parser.parse_args()
-    listeners = subprocess.Popen([sys.executable, str(ROOT / "bench" / "listeners.py"), str(args.listeners)],
-                                 stdout=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        assert listeners.stdout is not None
-        ports = [int(p) for p in listeners.stdout.readline().split()]
-        with tempfile.TemporaryDirectory() as tmp:
-            config = Path(tmp) / "bench.yml"
-            lines = ["defaults: {period: 10s, timeout: 5s}", "probes:"]
-            lines += [f"  - {{name: tcp-{i:05d}, kind: tcp, target: '127.0.0.1:{ports[i % len(ports)]}'}}"
-                      for i in range(args.probes)]
-            config.write_text("\n".join(lines) + "\n")
-            with Exporter(config) as exporter:
-                deadline = time.monotonic() + 120
-                while time.monotonic() < deadline:
-                    _, _, text = scrape(exporter.port, "identity")
-                    if sum_series(text, "probewatch_probe_up") >= args.probes:
-                        break
-                    time.sleep(1)
-                figures: dict[str, object] = {"machine": machine(), "probes": args.probes}
-                for encoding in ("identity", "gzip"):
-                    runs = [scrape(exporter.port, encoding)[:2] for _ in range(args.rounds)]
-                    figures[f"{encoding}_seconds"] = statistics.median(r[0] for r in runs)
-                    figures[f"{encoding}_bytes"] = int(statistics.median(r[1] for r in runs))
-    finally:
-        listeners.terminate()
-        listeners.wait(10)
+    with AcceptListeners(args.listeners) as listeners, tempfile.TemporaryDirectory() as tmp:
+        config = tcp_config(Path(tmp) / "bench.yml", args.probes, 10.0, listeners.ports)
+        with Exporter(config) as exporter:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                _, _, text = scrape(exporter.port, "identity")
+                if sum_series(text, "probewatch_probe_up") >= args.probes:
+                    break
+                time.sleep(1)
+            figures: dict[str, object] = {"machine": machine(), "probes": args.probes}
+            for encoding in ("identity", "gzip"):
+                runs = [scrape(exporter.port, encoding)[:2] for _ in range(args.rounds)]
+                figures[f"{encoding}_seconds"] = statistics.median(r[0] for r in runs)
+                figures[f"{encoding}_bytes"] = int(statistics.median(r[1] for r in runs))
     ratio = float(figures["identity_bytes"]) / max(float(figures["gzip_bytes"]), 1)  # type: ignore[arg-type]
     figures["ratio"] = round(ratio, 1)
     print(f"{args.probes} tcp probes; {figures['machine']}; medians of {args.rounds} scrapes")

@@ -160,31 +160,34 @@ BLACKBOX = "prometheus-blackbox-exporter"
 # Listeners that accept and close with no per-connection Python objects (asyncio's
 # start_server makes a transport, a protocol and a task per connection), so the
 # peer of every contender costs the shared machine as little as it can.
+# The listeners every tcp bench probes: ``count`` loopback ports in a process of
+# their own, a tight accept-and-close loop on epoll, so that they cost the
+# machine as little as they can.
 ACCEPT_LISTENERS = """
-import asyncio, socket, sys
-async def main(count):
-    loop = asyncio.get_running_loop()
-    socks = []
-    for _ in range(count):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        s.listen(4096)
-        s.setblocking(False)
-        socks.append(s)
-    def drain(s):
-        while True:
+import select, socket, sys
+socks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", 0))
+    s.listen(4096)
+    s.setblocking(False)
+    socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks), flush=True)
+poll = select.epoll()
+by_fd = {s.fileno(): s for s in socks}
+for fd in by_fd:
+    poll.register(fd, select.EPOLLIN)
+while True:
+    for fd, _ in poll.poll():
+        for _ in range(256):
             try:
-                conn, _ = s.accept()
+                conn, _ = by_fd[fd].accept()
             except (BlockingIOError, InterruptedError):
-                return
+                break
             except OSError:
-                return
+                break
             conn.close()
-    for s in socks:
-        loop.add_reader(s.fileno(), drain, s)
-    print(" ".join(str(s.getsockname()[1]) for s in socks), flush=True)
-    await asyncio.Event().wait()
-asyncio.run(main(int(sys.argv[1])))
 """
 
 
@@ -207,6 +210,20 @@ class AcceptListeners:
 
     def __exit__(self, *exc: object) -> None:
         stop(self.proc)
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+
+def tcp_config(path: Path, probes: int, period: float, ports: list[int], extra: str = "") -> Path:
+    """A config of ``probes`` plain tcp probes spread over ``ports`` (timeout half the period)."""
+    lines = [f"defaults: {{period: {period:g}s, timeout: {period / 2:g}s}}", "probes:"]
+    lines += [f"  - {{name: tcp-{i:06d}, kind: tcp, target: '127.0.0.1:{ports[i % len(ports)]}'{extra}}}"
+              for i in range(probes)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def stop(proc: subprocess.Popen[Any] | None) -> None:
