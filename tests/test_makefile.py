@@ -33,7 +33,7 @@ def test_install_without_sip_runs_every_other_kind_and_check_names_the_extra(tmp
     assert up.returncode == 0 and "result:  up" in up.stdout, up.stdout + up.stderr
     config = tmp_path / "sip.yml"
     config.write_text("probes:\n  - {name: tcp, kind: tcp, target: '127.0.0.1:1'}\n"
-                      "  - name: pbx\n    kind: sip\n    target: sip:127.0.0.1:5060\n")
+                      "  - name: pbx\n    kind: sip\n    target: sip:pbx@127.0.0.1\n")
     sip = subprocess.run([probewatch, "check", f"--config.file={config}"], capture_output=True, text=True,
                          timeout=60)
     assert sip.returncode == 2 and "Traceback" not in sip.stderr

@@ -73,7 +73,7 @@ def test_sip_success_state_default_is_the_state_a_call_must_reach() -> None:
     assert rows["success_state"].default == "CONFIRMED"
     from probes import sip
 
-    spec = type("Spec", (), {"options": sip.SipOptions(method="INVITE"), "target": "sip:127.0.0.1:5060",
+    spec = type("Spec", (), {"options": sip.SipOptions(method="INVITE"), "target": "sip:pbx@127.0.0.1",
                              "name": "pbx", "timeout": 5.0})()
     assert sip.SipProbe(spec).success_state == "CONFIRMED"
 

@@ -56,6 +56,14 @@ def specs(text: str):
     return parse_config(text, "t.yml").probes
 
 
+# Two probes of the test kind, every 100 ms.
+TWO_FAST = """
+probes:
+  - {name: a, kind: testkind, target: x, period: 100ms, timeout: 50ms}
+  - {name: b, kind: testkind, target: x, period: 100ms, timeout: 50ms}
+"""
+
+
 def wait(predicate, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -115,15 +123,10 @@ probes:
 
 
 def test_periods_hold_and_reload_keeps_unchanged_probes(scheduler) -> None:
-    text = """
-probes:
-  - {name: a, kind: testkind, target: x, period: 100ms, timeout: 50ms}
-  - {name: b, kind: testkind, target: x, period: 100ms, timeout: 50ms}
-"""
-    scheduler.apply(specs(text))
+    scheduler.apply(specs(TWO_FAST))
     wait(lambda: scheduler.state("a").runs_total >= 5)
     a_before = scheduler.state("a")
-    scheduler.apply(specs(text.replace("name: b, kind: testkind, target: x",
+    scheduler.apply(specs(TWO_FAST.replace("name: b, kind: testkind, target: x",
                                        "name: b, kind: testkind, target: y")))
     assert scheduler.state("a") is a_before
     assert scheduler.state("b").runs_total <= 1
@@ -243,15 +246,10 @@ def test_early_spread_grows_with_the_new_probes_past_its_minimum() -> None:
 
 
 def test_reload_keeps_a_probe_whose_definition_reads_the_same_and_restarts_a_changed_one(scheduler) -> None:
-    text = """
-probes:
-  - {name: a, kind: testkind, target: x, period: 100ms, timeout: 50ms}
-  - {name: b, kind: testkind, target: x, period: 100ms, timeout: 50ms}
-"""
-    scheduler.apply(specs(text))
+    scheduler.apply(specs(TWO_FAST))
     wait(lambda: scheduler.state("a").runs_total >= 3 and scheduler.state("b").runs_total >= 3)
     a_before, b_before = scheduler.state("a"), scheduler.state("b")
-    again = specs(text)
+    again = specs(TWO_FAST)
     # A period a hair longer shows as the same 100ms (the fingerprint judges it); a changed
     # option is another probe.
     again[0] = dataclasses.replace(again[0], period=0.1000000001)

@@ -78,13 +78,18 @@ def test_send_expect_bye_exchange_seen_by_the_server() -> None:
         server.close()
 
 
-def test_wrong_reply_is_unexpected_response_and_says_what_came(greeter: TcpServer) -> None:
+def says_and_closes(reply: bytes) -> TcpServer:
+    """A server that sends ``reply`` to each connection, then closes it."""
     def handler(conn: socket.socket) -> bytes:
-        conn.sendall(b"-ERR go away\r\n")
+        conn.sendall(reply)
         conn.close()
         return b""
 
-    server = TcpServer(handler)
+    return TcpServer(handler)
+
+
+def test_wrong_reply_is_unexpected_response_and_says_what_came(greeter: TcpServer) -> None:
+    server = says_and_closes(b"-ERR go away\r\n")
     try:
         result, _ = run_once(config(server.target, '{expect: "+OK"}'))
     finally:
@@ -192,12 +197,7 @@ def test_tls_block_client_certificate_and_min_version(tls12_greeter) -> None:
 
 
 def test_expect_list_items_are_judged_in_order_on_the_reply() -> None:
-    def handler(conn: socket.socket) -> bytes:
-        conn.sendall(b'{"state": "ok", "load": 9}\n')
-        conn.close()
-        return b""
-
-    server = TcpServer(handler)
+    server = says_and_closes(b'{"state": "ok", "load": 9}\n')
     try:
         ok, _ = run_once(config(server.target, '{expect: [{text: ok}, {path: $.load, max: 10}]}'))
         over, _ = run_once(config(server.target, '{expect: [{regex: "^\\\\{"}, {path: $.load, max: 4}]}'))
