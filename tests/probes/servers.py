@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 from collections.abc import Callable
 
 
@@ -12,7 +13,8 @@ class TcpServer:
     """Accepts connections on 127.0.0.1 (or ::1) and hands each to ``handler``.
 
     Everything the peers sent is kept in ``received`` (one bytes item per
-    connection) so tests can check what the probe wrote.
+    connection) so tests can check what the probe wrote; after ``close`` it
+    holds every connection's, since close waits for their handlers (2 s at most).
     """
 
     def __init__(self, handler: Callable[[socket.socket], bytes],
@@ -27,6 +29,7 @@ class TcpServer:
         self.handler = handler
         self.received: list[bytes] = []
         self._stop = threading.Event()
+        self._handlers: list[threading.Thread] = []
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
 
@@ -37,7 +40,9 @@ class TcpServer:
                 conn, _ = self.sock.accept()
             except (TimeoutError, OSError):
                 continue
-            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+            handler = threading.Thread(target=self._one, args=(conn,), daemon=True)
+            self._handlers.append(handler)
+            handler.start()
 
     def _one(self, conn: socket.socket) -> None:
         with conn:
@@ -49,6 +54,9 @@ class TcpServer:
         self._stop.set()
         self._thread.join(2)
         self.sock.close()
+        deadline = time.monotonic() + 2
+        for handler in self._handlers:
+            handler.join(max(0.0, deadline - time.monotonic()))
 
 
 def read_all(conn: socket.socket, limit: float = 2.0) -> bytes:

@@ -714,8 +714,8 @@ def test_gzip_body_is_decoded_and_its_decoded_size_is_bounded() -> None:
              b"Content-Length: %d\r\n\r\n" % len(packed)) + packed
     with raw_reply(reply) as server:
         result = run("http", f"http://{server.target}/", {"body_regex": "^compressed status"})
-        assert (result.up, reading(result, CONTENT_LENGTH)) == (True, len(text)), result.message
-        assert b"gzip" in server.received[-1]  # Accept-Encoding offered it
+    assert (result.up, reading(result, CONTENT_LENGTH)) == (True, len(text)), result.message
+    assert b"gzip" in server.received[-1]  # Accept-Encoding offered it
     with raw_reply(reply) as server:  # small on the wire, too large once decoded
         bomb = run("http", f"http://{server.target}/", {"max_body_bytes": 1000})
     assert (bomb.up, bomb.reason, bomb.message) == (
